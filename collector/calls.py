@@ -1,0 +1,77 @@
+"""What the tracker tells the rest of the daemon: immutable views of calls and their changes.
+
+These records cross every boundary (live table, enrichment, durable table, API, timeline), so they are
+frozen: a consumer can keep one without copying and compare two with ``==``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+__all__ = ["CallChange", "CallKey", "CallStatus", "CallView", "Leg", "peer_of"]
+
+#: (server_id, linkedid): Linkedid is unique per Asterisk, not across servers.
+CallKey = tuple[int, str]
+
+
+class CallStatus(str, Enum):
+    RINGING = "Ringing"
+    ANSWERED = "Answered"
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One Asterisk channel of a call."""
+
+    uniqueid: str
+    channel: str
+    state: int  # AST_STATE_*: 4 Ring, 5 Ringing, 6 Up …
+    is_local: bool
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallView:
+    server_id: int
+    linkedid: str
+    uniqueid: str  # the A-leg (caller) channel's Uniqueid
+    channel: str  # the A-leg channel name
+    dst_channel: str  # the B-leg that answered, else the newest one ringing ("" when none)
+    status: CallStatus
+    src: str  # caller number as the call carries it now (after NewCallerid)
+    src_name: str
+    dst: str  # the number the caller dialled
+    start_time: float  # Unix time the call's first channel appeared
+    answer_time: float | None  # Unix time of the first answer, None while never answered
+    legs: tuple[Leg, ...]  # every channel, A-leg first, then by creation
+
+    @property
+    def key(self) -> CallKey:
+        return (self.server_id, self.linkedid)
+
+
+@dataclass(frozen=True, slots=True)
+class CallChange:
+    kind: Literal["added", "updated", "removed"]
+    key: CallKey
+    call: CallView | None  # None for "removed"
+
+
+def peer_of(channel: str) -> tuple[str, str]:
+    """Technology and peer of a channel name: ``SIP/101-0000000d`` → ``("SIP", "101")``.
+
+    ``IAX2/201-14296`` → ``("IAX2", "201")``; ``PJSIP/trunk-a-00000001`` → ``("PJSIP", "trunk-a")``
+    (only the last ``-suffix`` is the channel counter); ``Local/102@ringgroup-00000003;1`` →
+    ``("Local", "102@ringgroup")``; a dial string ``SIP/prov1/0044…`` → ``("SIP", "prov1")``.
+    """
+    tech, sep, rest = channel.partition("/")
+    if not sep:
+        return "", ""
+    if "/" in rest:  # dial string form TECH/peer/number
+        return tech, rest.split("/", 1)[0]
+    if ";" in rest:
+        rest = rest.rsplit(";", 1)[0]
+    head, dash, _suffix = rest.rpartition("-")
+    return tech, head if dash else rest

@@ -1,0 +1,526 @@
+"""The call tracker: a pure state machine from AMI messages to call-table changes.
+
+Rules of this module: no I/O and no clock reads (time is the ``Timestamp`` header of the events, or the
+``_RxTime`` the session stamps on replies that carry none); ``apply`` never raises on what Asterisk (or
+garbage) sends; every handler is idempotent and tolerant of order, because facts about one call come from
+several Asterisk threads and resyncs overlap with live events.
+
+Model (Asterisk 12+): channels keyed by (server, Uniqueid); a call is the set of channels sharing a
+Linkedid. A channel whose Linkedid changes (pickup, transfer, bridge merge) moves to the other call.
+Status is derived from the legs every time: Answered while a non-Local B-leg is Up or two of the call's
+channels share a bridge, else Ringing; the first time it is answered fixes ``answer_time``.
+Resync: a ``CoreShowChannels`` list is a snapshot. The first one after a session (re)start sweeps at
+once what the snapshot lacks; later (periodic) ones remove a channel only after two consecutive misses.
+A channel touched by an event after the list began is never swept by it, and a hung-up Uniqueid
+(tombstone) is never brought back by a snapshot or a late event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from collector.ami_framing import BANNER_KEY
+from collector.calls import CallChange, CallKey, CallStatus, CallView, Leg
+
+__all__ = ["CallTracker", "TrackerStats", "RX_TIME_KEY"]
+
+log = logging.getLogger(__name__)
+
+#: Header the AMI session adds with the local receive time to messages without ``Timestamp``.
+RX_TIME_KEY = "_RxTime"
+_UP = 6
+_TOMBSTONE_SECONDS = 300.0
+_TOMBSTONE_MAX = 200_000
+_NO_CHANGES: list[CallChange] = []
+_IGNORED_EXTENS = frozenset(("", "s"))
+
+
+@dataclass(slots=True)
+class _Channel:
+    uniqueid: str
+    linkedid: str
+    name: str
+    state: int
+    caller_num: str
+    caller_name: str
+    exten: str
+    created: float
+    is_local: bool
+    bridge: str = ""
+    last_seq: int = 0
+    seen_gen: int = 0
+    misses: int = 0
+
+
+@dataclass(slots=True)
+class _Call:
+    linkedid: str
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    dst: str = ""
+    answer_time: float | None = None
+    start_time: float = 0.0
+    view: CallView | None = None
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    action_id: str
+    gen: int
+    begin_seq: int
+    full: bool
+
+
+@dataclass(slots=True)
+class TrackerStats:
+    events: int = 0
+    ignored: int = 0
+    malformed: int = 0
+    resync_added: int = 0
+    resync_removed: int = 0
+    snapshots: int = 0
+
+
+@dataclass(slots=True)
+class _Server:
+    server_id: int
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    calls: dict[str, _Call] = field(default_factory=dict)
+    tombstones: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    bridges: dict[str, set[str]] = field(default_factory=dict)  # BridgeUniqueid -> member Uniqueids
+    now: float = 0.0
+    seq: int = 0
+    gen: int = 0
+    snapshot: _Snapshot | None = None
+    full_resync_due: bool = True
+    uptime: float | None = None
+    stats: TrackerStats = field(default_factory=TrackerStats)
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+def _linkedid_age(linkedid: str) -> tuple[float, int, str]:
+    """Sort key: a Linkedid is the Uniqueid of the oldest channel, ``[system-]<epoch>.<counter>``."""
+    tail = linkedid.rsplit("-", 1)[-1]
+    epoch, _, counter = tail.partition(".")
+    try:
+        return (float(epoch), int(counter or 0), linkedid)
+    except ValueError:
+        return (float("inf"), 0, linkedid)
+
+
+def _duration_seconds(value: str) -> float:
+    """``HH:MM:SS`` (CoreShowChannel Duration) → seconds; anything else → 0."""
+    try:
+        h, m, s = value.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+    except ValueError:
+        return 0.0
+
+
+class CallTracker:
+    """Feed ``apply(server_id, message)``; read ``calls()``. One instance serves every server."""
+
+    def __init__(self) -> None:
+        self._servers: dict[int, _Server] = {}
+        self._handlers: dict[str, Callable[[_Server, Mapping[str, str], set[str]], None]] = {
+            "Newchannel": self._on_newchannel,
+            "Newstate": self._on_snapshot_event,
+            "NewCallerid": self._on_snapshot_event,
+            "NewConnectedLine": self._on_snapshot_event,
+            "NewAccountCode": self._on_snapshot_event,
+            "HangupRequest": self._on_snapshot_event,
+            "SoftHangupRequest": self._on_snapshot_event,
+            "BridgeEnter": self._on_bridge_enter,
+            "BridgeLeave": self._on_bridge_leave,
+            "DialBegin": self._on_dial,
+            "DialState": self._on_dial,
+            "DialEnd": self._on_dial,
+            "LocalBridge": self._on_local_bridge,
+            "Hangup": self._on_hangup,
+            "Rename": self._on_rename,
+            "CoreShowChannel": self._on_snapshot_item,
+            "CoreShowChannelsComplete": self._on_snapshot_done,
+            "FullyBooted": self._on_fully_booted,
+            "Shutdown": self._on_shutdown,
+        }
+
+    # ------------------------------------------------------------------ public API
+    def apply(self, server_id: int, msg: Mapping[str, str]) -> list[CallChange]:
+        """Apply one AMI message; return the call changes it caused (often none)."""
+        srv = self._servers.get(server_id)
+        if srv is None:
+            srv = self._servers[server_id] = _Server(server_id)
+        event = msg.get("Event")
+        if event is None:
+            self._on_non_event(srv, msg)
+            return _NO_CHANGES
+        handler = self._handlers.get(event)
+        srv.stats.events += 1
+        if handler is None:
+            srv.stats.ignored += 1
+            return _NO_CHANGES
+        ts = msg.get("Timestamp") or msg.get(RX_TIME_KEY)
+        if ts:
+            try:
+                t = float(ts)
+            except ValueError:
+                t = srv.now
+            if t > srv.now:
+                srv.now = t
+        srv.seq += 1
+        touched: set[str] = set()
+        try:
+            handler(srv, msg, touched)
+        except Exception:  # a tracker bug must never take the AMI session down
+            srv.stats.malformed += 1
+            log.exception("tracker failed on event=%s server=%s", event, server_id)
+        if not touched:
+            return _NO_CHANGES
+        return self._changes(srv, touched)
+
+    def session_started(self, server_id: int) -> None:
+        """A new AMI session (reconnect): the next snapshot is a full resync."""
+        srv = self._servers.setdefault(server_id, _Server(server_id))
+        srv.full_resync_due = True
+        srv.snapshot = None
+
+    def calls(self, server_id: int | None = None) -> list[CallView]:
+        servers = self._servers.values() if server_id is None else (
+            [self._servers[server_id]] if server_id in self._servers else [])
+        out = []
+        for srv in servers:
+            for call in srv.calls.values():
+                if call.view is not None:
+                    out.append(call.view)
+        return out
+
+    def stats(self, server_id: int) -> TrackerStats:
+        return self._servers.setdefault(server_id, _Server(server_id)).stats
+
+    def now(self, server_id: int) -> float:
+        srv = self._servers.get(server_id)
+        return srv.now if srv else 0.0
+
+    def restore(self, views: Iterable[CallView]) -> list[CallChange]:
+        """Load calls kept by the durable table before a restart; the next full resync keeps only
+        those Asterisk still has, with their answer times."""
+        changes: list[CallChange] = []
+        by_server: dict[int, set[str]] = {}
+        for view in views:
+            srv = self._servers.setdefault(view.server_id, _Server(view.server_id))
+            for leg in view.legs:
+                if leg.uniqueid in srv.channels:
+                    continue
+                ch = _Channel(leg.uniqueid, view.linkedid, leg.channel, leg.state,
+                              view.src if leg.uniqueid == view.uniqueid else "",
+                              view.src_name if leg.uniqueid == view.uniqueid else "",
+                              view.dst if leg.uniqueid == view.uniqueid else "",
+                              leg.created, leg.is_local)
+                srv.channels[leg.uniqueid] = ch
+                call = srv.calls.get(view.linkedid)
+                if call is None:
+                    call = srv.calls[view.linkedid] = _Call(view.linkedid, dst=view.dst,
+                                                            answer_time=view.answer_time,
+                                                            start_time=view.start_time)
+                call.channels[leg.uniqueid] = ch
+            by_server.setdefault(view.server_id, set()).add(view.linkedid)
+            srv.now = max(srv.now, view.answer_time or 0.0, view.start_time)
+        for server_id, keys in by_server.items():
+            changes.extend(self._changes(self._servers[server_id], keys))
+        return changes
+
+    # ------------------------------------------------------------------ channel bookkeeping
+    def _upsert(self, srv: _Server, msg: Mapping[str, str], prefix: str, touched: set[str],
+                created_now: bool = False) -> _Channel | None:
+        """Create or refresh a channel from the snapshot fields ``<prefix>Uniqueid`` etc."""
+        uid = msg.get(prefix + "Uniqueid")
+        if not uid:
+            if prefix == "":
+                srv.stats.malformed += 1
+            return None
+        ch = srv.channels.get(uid)
+        linkedid = msg.get(prefix + "Linkedid") or (ch.linkedid if ch else uid)
+        name = msg.get(prefix + "Channel", "")
+        if ch is None:
+            if uid in srv.tombstones and not created_now:
+                return None  # a late event (or stale snapshot) for a channel already gone
+            if not name:
+                return None
+            ch = _Channel(uid, linkedid, name, _int(msg.get(prefix + "ChannelState")),
+                          msg.get(prefix + "CallerIDNum", ""), msg.get(prefix + "CallerIDName", ""),
+                          msg.get(prefix + "Exten", ""), srv.now, name.startswith("Local/"))
+            srv.channels[uid] = ch
+            self._attach(srv, ch, touched)
+        else:
+            state = msg.get(prefix + "ChannelState")
+            if state:
+                ch.state = _int(state, ch.state)
+            num = msg.get(prefix + "CallerIDNum")
+            if num is not None:
+                ch.caller_num = num
+                ch.caller_name = msg.get(prefix + "CallerIDName", ch.caller_name)
+            exten = msg.get(prefix + "Exten")
+            if exten is not None:
+                ch.exten = exten
+            if name and name != ch.name:
+                ch.name = name
+            if linkedid != ch.linkedid:
+                self._relink(srv, ch, linkedid, touched)
+            touched.add(ch.linkedid)
+        ch.last_seq = srv.seq
+        return ch
+
+    def _attach(self, srv: _Server, ch: _Channel, touched: set[str]) -> None:
+        call = srv.calls.get(ch.linkedid)
+        if call is None:
+            call = srv.calls[ch.linkedid] = _Call(ch.linkedid, start_time=ch.created)
+        elif ch.created < call.start_time:
+            call.start_time = ch.created
+        call.channels[ch.uniqueid] = ch
+        touched.add(ch.linkedid)
+
+    def _relink(self, srv: _Server, ch: _Channel, linkedid: str, touched: set[str]) -> None:
+        old = srv.calls.get(ch.linkedid)
+        if old is not None:
+            old.channels.pop(ch.uniqueid, None)
+            touched.add(old.linkedid)
+        log.debug("relink server=%s uniqueid=%s linkedid=%s->%s", srv.server_id, ch.uniqueid,
+                  ch.linkedid, linkedid)
+        ch.linkedid = linkedid
+        self._attach(srv, ch, touched)
+
+    def _remove(self, srv: _Server, ch: _Channel, touched: set[str]) -> None:
+        if ch.bridge:
+            self._join_bridge(srv, ch, "", touched)
+        srv.channels.pop(ch.uniqueid, None)
+        call = srv.calls.get(ch.linkedid)
+        if call is not None:
+            call.channels.pop(ch.uniqueid, None)
+            touched.add(ch.linkedid)
+
+    def _tombstone(self, srv: _Server, uid: str) -> None:
+        tombs = srv.tombstones
+        tombs[uid] = srv.now
+        tombs.move_to_end(uid)
+        horizon = srv.now - _TOMBSTONE_SECONDS
+        while tombs and (len(tombs) > _TOMBSTONE_MAX or next(iter(tombs.values())) < horizon):
+            tombs.popitem(last=False)
+
+    # ------------------------------------------------------------------ handlers
+    def _on_newchannel(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        uid = msg.get("Uniqueid", "")
+        srv.tombstones.pop(uid, None)  # Newchannel is authoritative: a reused Uniqueid is a new channel
+        self._upsert(srv, msg, "", touched, created_now=True)
+
+    def _on_snapshot_event(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        self._upsert(srv, msg, "", touched)
+
+    def _on_bridge_enter(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        ch = self._upsert(srv, msg, "", touched)
+        if ch is None:
+            return
+        self._join_bridge(srv, ch, msg.get("BridgeUniqueid", ""), touched)
+        if msg.get("BridgeType") == "basic":
+            self._unify_linkedids(srv, ch.bridge, touched)
+
+    def _on_bridge_leave(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        ch = self._upsert(srv, msg, "", touched)
+        if ch is not None and ch.bridge == msg.get("BridgeUniqueid", ch.bridge):
+            self._join_bridge(srv, ch, "", touched)
+
+    def _join_bridge(self, srv: _Server, ch: _Channel, bridge: str, touched: set[str]) -> None:
+        if ch.bridge:
+            members = srv.bridges.get(ch.bridge)
+            if members is not None:
+                members.discard(ch.uniqueid)
+                if not members:
+                    del srv.bridges[ch.bridge]
+        ch.bridge = bridge
+        if bridge:
+            srv.bridges.setdefault(bridge, set()).add(ch.uniqueid)
+        touched.add(ch.linkedid)
+
+    def _unify_linkedids(self, srv: _Server, bridge: str, touched: set[str]) -> None:
+        """Asterisk gives every member of a basic bridge the oldest Linkedid among them
+        (bridge_basic_push → ast_bridge_channel_update_linkedids). A pickup shows that change only in
+        dialplan-class VarSet events, which a ``call,system`` login does not receive, so apply it here."""
+        members = [srv.channels[u] for u in srv.bridges.get(bridge, ()) if u in srv.channels]
+        if len(members) < 2:
+            return
+        oldest = min((m.linkedid for m in members), key=_linkedid_age)
+        for m in members:
+            if m.linkedid != oldest:
+                self._relink(srv, m, oldest, touched)
+
+    def _on_dial(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        if "Uniqueid" in msg:  # absent when the dial comes from an Originate
+            self._upsert(srv, msg, "", touched)
+        self._upsert(srv, msg, "Dest", touched)
+
+    def _on_local_bridge(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        self._upsert(srv, msg, "LocalOne", touched)
+        self._upsert(srv, msg, "LocalTwo", touched)
+
+    def _on_hangup(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        uid = msg.get("Uniqueid")
+        if not uid:
+            srv.stats.malformed += 1
+            return
+        ch = srv.channels.get(uid)
+        if ch is not None:
+            self._remove(srv, ch, touched)
+        self._tombstone(srv, uid)
+
+    def _on_rename(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        ch = srv.channels.get(msg.get("Uniqueid", ""))
+        new = msg.get("Newname")
+        if ch is not None and new:
+            ch.name = new
+            ch.is_local = new.startswith("Local/")
+            touched.add(ch.linkedid)
+
+    def _on_fully_booted(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        uptime = msg.get("Uptime")
+        if uptime:
+            up = float(_int(uptime, -1))
+            if srv.uptime is not None and 0 <= up < srv.uptime:
+                log.info("asterisk restarted server=%s uptime=%s", srv.server_id, uptime)
+                srv.tombstones.clear()  # Uniqueid counters restart: old tombstones mean nothing now
+            srv.uptime = up
+
+    def _on_shutdown(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        log.info("asterisk shutdown server=%s calls_dropped=%d", srv.server_id, len(srv.calls))
+        for ch in list(srv.channels.values()):
+            self._remove(srv, ch, touched)
+        srv.tombstones.clear()
+        srv.snapshot = None
+        srv.full_resync_due = True
+        srv.uptime = None
+
+    # ------------------------------------------------------------------ resync
+    def _on_non_event(self, srv: _Server, msg: Mapping[str, str]) -> None:
+        if BANNER_KEY in msg:
+            srv.full_resync_due = True
+            srv.snapshot = None
+            return
+        if msg.get("EventList") == "start" and "hannels will follow" in msg.get("Message", ""):
+            self._begin_snapshot(srv, msg.get("ActionID", ""))
+
+    def _begin_snapshot(self, srv: _Server, action_id: str) -> _Snapshot:
+        srv.gen += 1
+        snap = _Snapshot(action_id, srv.gen, srv.seq, srv.full_resync_due)
+        srv.full_resync_due = False
+        srv.snapshot = snap
+        return snap
+
+    def _on_snapshot_item(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        snap = srv.snapshot
+        action_id = msg.get("ActionID", "")
+        if snap is None or snap.action_id != action_id:
+            snap = self._begin_snapshot(srv, action_id)
+        uid = msg.get("Uniqueid", "")
+        known = uid in srv.channels  # unknown: it began before we listened, or its events were lost
+        ch = self._upsert(srv, msg, "", touched)
+        if ch is None:
+            return
+        if not known:
+            srv.stats.resync_added += 1
+            ch.created = srv.now - _duration_seconds(msg.get("Duration", ""))
+            call = srv.calls.get(ch.linkedid)
+            if call is not None and ch.created < call.start_time:
+                call.start_time = ch.created
+        bridge = msg.get("BridgeId", ch.bridge) or ""
+        if bridge != ch.bridge:
+            self._join_bridge(srv, ch, bridge, touched)
+        ch.seen_gen = snap.gen
+        ch.misses = 0
+
+    def _on_snapshot_done(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        snap = srv.snapshot
+        if snap is None or snap.action_id != msg.get("ActionID", ""):
+            return
+        srv.snapshot = None
+        srv.stats.snapshots += 1
+        for ch in list(srv.channels.values()):
+            if ch.seen_gen == snap.gen or ch.last_seq > snap.begin_seq:
+                continue
+            ch.misses += 1
+            if snap.full or ch.misses >= 2:
+                srv.stats.resync_removed += 1
+                log.info("resync removed server=%s uniqueid=%s channel=%s linkedid=%s full=%s",
+                         srv.server_id, ch.uniqueid, ch.name, ch.linkedid, snap.full)
+                self._remove(srv, ch, touched)
+                self._tombstone(srv, ch.uniqueid)
+
+    # ------------------------------------------------------------------ views
+    def _changes(self, srv: _Server, touched: Iterable[str]) -> list[CallChange]:
+        out: list[CallChange] = []
+        for linkedid in touched:
+            call = srv.calls.get(linkedid)
+            key: CallKey = (srv.server_id, linkedid)
+            if call is None:
+                continue
+            if not call.channels:
+                del srv.calls[linkedid]
+                if call.view is not None:
+                    out.append(CallChange("removed", key, None))
+                continue
+            view = self._view(srv, call)
+            if view == call.view:
+                continue
+            kind = "added" if call.view is None else "updated"
+            call.view = view
+            out.append(CallChange(kind, key, view))
+        return out
+
+    def _view(self, srv: _Server, call: _Call) -> CallView:
+        chans = sorted(call.channels.values(), key=lambda c: (c.created, c.uniqueid))
+        a_leg = call.channels.get(call.linkedid)
+        if a_leg is None:
+            a_leg = next((c for c in chans if not c.is_local), chans[0])
+        answered = False
+        bridges: dict[str, int] = {}
+        best_b: _Channel | None = None
+        for ch in chans:
+            if ch is a_leg:
+                if ch.bridge:
+                    bridges[ch.bridge] = bridges.get(ch.bridge, 0) + 1
+                continue
+            if ch.bridge:
+                bridges[ch.bridge] = bridges.get(ch.bridge, 0) + 1
+            if ch.is_local:
+                continue
+            if ch.state == _UP:
+                answered = True
+            if best_b is None or (ch.state == _UP, ch.created) >= (best_b.state == _UP, best_b.created):
+                best_b = ch
+        if not answered and any(n >= 2 for n in bridges.values()):
+            answered = True
+        if answered and call.answer_time is None:
+            call.answer_time = srv.now
+        if not call.dst and a_leg.exten not in _IGNORED_EXTENS:
+            call.dst = a_leg.exten
+        legs = [Leg(a_leg.uniqueid, a_leg.name, a_leg.state, a_leg.is_local, a_leg.created)]
+        legs.extend(Leg(c.uniqueid, c.name, c.state, c.is_local, c.created) for c in chans if c is not a_leg)
+        return CallView(
+            server_id=srv.server_id,
+            linkedid=call.linkedid,
+            uniqueid=a_leg.uniqueid,
+            channel=a_leg.name,
+            dst_channel=best_b.name if best_b is not None else "",
+            status=CallStatus.ANSWERED if answered else CallStatus.RINGING,
+            src=a_leg.caller_num if a_leg.caller_num != "<unknown>" else "",
+            src_name=a_leg.caller_name if a_leg.caller_name != "<unknown>" else "",
+            dst=call.dst,
+            start_time=call.start_time,
+            answer_time=call.answer_time,
+            legs=tuple(legs),
+        )

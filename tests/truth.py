@@ -1,0 +1,141 @@
+"""Ground-truth comparison: the tracker's table against real CoreShowChannels snapshots.
+
+A truth instant's calls are its channels grouped by Linkedid. A call's truth status is Answered when a
+non-Local channel other than the A-leg (Uniqueid != Linkedid) is Up, or two channels share a BridgeId
+(ami.md §4). A difference at an instant is forgiven when the call starts, ends or changes status
+within one truth interval of it (the neighbouring instants disagree among themselves).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.ami_framing import AmiMessage
+from collector.calls import CallView
+from collector.timeline import iter_trace_messages
+from collector.tracker import CallTracker
+
+TruthCalls = dict[str, str]  # linkedid -> "Ringing" | "Answered"
+
+
+def truth_calls(snapshot: dict) -> TruthCalls:
+    groups: dict[str, list[dict]] = {}
+    for ch in snapshot["channels"]:
+        groups.setdefault(ch["linkedid"], []).append(ch)
+    out: TruthCalls = {}
+    for linkedid, chans in groups.items():
+        answered = False
+        bridges: dict[str, int] = {}
+        for ch in chans:
+            if ch.get("bridgeid"):
+                bridges[ch["bridgeid"]] = bridges.get(ch["bridgeid"], 0) + 1
+            if (ch["uniqueid"] != linkedid and not ch["channel"].startswith("Local/")
+                    and ch["channelstate"] == "6"):
+                answered = True
+        if any(n >= 2 for n in bridges.values()):
+            answered = True
+        out[linkedid] = "Answered" if answered else "Ringing"
+    return out
+
+
+def load_truth(path: Path) -> list[tuple[float, TruthCalls, dict]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        obj = json.loads(line)
+        if "error" in obj:
+            continue
+        rows.append((obj["t"], truth_calls(obj), obj))
+    return rows
+
+
+@dataclass
+class Comparison:
+    instants: int = 0
+    agreeing: int = 0
+    status_checked: int = 0
+    status_agreeing: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    answer_errors: dict[str, float] = field(default_factory=dict)
+    final_calls: list[CallView] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.agreeing / self.instants if self.instants else 1.0
+
+
+def _timed(msg: AmiMessage) -> float | None:
+    ts = msg.get("Timestamp")
+    return float(ts) if ts else None
+
+
+def compare(ami_paths: Sequence[Path], truth_path: Path, server_id: int = 1) -> Comparison:
+    truth = load_truth(truth_path)
+    tracker = CallTracker()
+    msgs = iter_trace_messages(ami_paths)
+    pending: AmiMessage | None = None
+    ours: list[dict[str, tuple[str, float | None]]] = []
+    for t, _calls, _raw in truth:
+        while True:
+            if pending is None:
+                pending = next(msgs, None)
+                if pending is None:
+                    break
+            mt = _timed(pending)
+            if mt is not None and mt > t:
+                break
+            tracker.apply(server_id, pending)
+            pending = None
+        ours.append({c.linkedid: (c.status.value, c.answer_time) for c in tracker.calls(server_id)})
+    while pending is not None:
+        tracker.apply(server_id, pending)
+        pending = next(msgs, None)
+
+    cmp = Comparison(final_calls=tracker.calls(server_id))
+    n = len(truth)
+    for i, (t, tcalls, _raw) in enumerate(truth):
+        cmp.instants += 1
+        neighbours = [truth[j][1] for j in (i - 1, i + 1) if 0 <= j < n]
+        mine = ours[i]
+        bad = []
+        for lid in set(tcalls) | set(mine):
+            in_t, in_m = lid in tcalls, lid in mine
+            if in_t != in_m:
+                if any((lid in nb) != in_t for nb in neighbours):
+                    continue
+                bad.append(f"{lid} truth={in_t} ours={in_m}")
+                continue
+            cmp.status_checked += 1
+            if tcalls[lid] == mine[lid][0] or any(nb.get(lid) != tcalls[lid] for nb in neighbours):
+                cmp.status_agreeing += 1
+            else:
+                bad.append(f"{lid} status truth={tcalls[lid]} ours={mine[lid][0]}")
+        if bad:
+            cmp.mismatches.append(f"t={t}: " + "; ".join(sorted(bad)))
+        else:
+            cmp.agreeing += 1
+    # answer time: our answer_time vs the first truth instant showing the call answered
+    first_answered: dict[str, float] = {}
+    prev_t: dict[str, float] = {}
+    for t, tcalls, _raw in truth:
+        for lid, st in tcalls.items():
+            if st == "Answered" and lid not in first_answered:
+                first_answered[lid] = t
+    seen_answer: dict[str, float] = {}
+    for mine in ours:
+        for lid, (_st, at) in mine.items():
+            if at is not None and lid not in seen_answer:
+                seen_answer[lid] = at
+    for lid, t_first in first_answered.items():
+        if lid in seen_answer:
+            # the answer happened in (previous instant, t_first]; 0.5 s tolerance past either end
+            idx = [t for t, _c, _r in truth]
+            k = idx.index(t_first)
+            lo = idx[k - 1] if k > 0 else t_first - 0.5
+            at = seen_answer[lid]
+            err = 0.0 if lo <= at <= t_first else min(abs(at - lo), abs(at - t_first))
+            cmp.answer_errors[lid] = err
+    del prev_t
+    return cmp
