@@ -16,6 +16,7 @@ from pathlib import Path
 from collector.ami_framing import AmiMessage
 from collector.calls import CallView
 from collector.timeline import iter_trace_messages
+from collector.traces import read_trace
 from collector.tracker import CallTracker
 
 TruthCalls = dict[str, str]  # linkedid -> "Ringing" | "Answered"
@@ -43,7 +44,7 @@ def truth_calls(snapshot: dict) -> TruthCalls:
 
 def load_truth(path: Path) -> list[tuple[float, TruthCalls, dict]]:
     rows = []
-    for line in path.read_text().splitlines():
+    for line in read_trace(path).decode().splitlines():
         obj = json.loads(line)
         if "error" in obj:
             continue
