@@ -58,6 +58,7 @@ class Comparison:
     agreeing: int = 0
     status_checked: int = 0
     status_agreeing: int = 0
+    blind_instants: int = 0
     mismatches: list[str] = field(default_factory=list)
     answer_errors: dict[str, float] = field(default_factory=dict)
     final_calls: list[CallView] = field(default_factory=list)
@@ -72,8 +73,33 @@ def _timed(msg: AmiMessage) -> float | None:
     return float(ts) if ts else None
 
 
+def blind_windows(ami_paths: Sequence[Path]) -> list[tuple[float, float]]:
+    """Periods when the recording session saw nothing: from the disconnect to the next session's
+    resync. Nothing can be known about calls then, so instants inside are not judged. The disconnect
+    time comes from the driver's markers in ``NAME.calls.jsonl`` when present (a quiet spell before the
+    drop has no event to date it), else from the last event of the earlier session; the resync ends with
+    the first timestamped event of the next session (its reply follows the login at once)."""
+    windows = []
+    last_end: float | None = None
+    markers: list[float] = []
+    calls = ami_paths[0].parent / (ami_paths[0].name.split(".")[0] + ".calls.jsonl")
+    if calls.exists():
+        markers = [json.loads(line)["t"] for line in calls.read_text().splitlines()
+                   if "disconnect" in json.loads(line).get("marker", "")]
+    for i, path in enumerate(ami_paths):
+        times = [float(m["Timestamp"]) for m in iter_trace_messages([path]) if m.get("Timestamp")]
+        if last_end is not None and times:
+            start = markers[i - 1] if len(markers) >= i else last_end
+            windows.append((start, times[0]))
+        if times:
+            last_end = times[-1]
+    return windows
+
+
 def compare(ami_paths: Sequence[Path], truth_path: Path, server_id: int = 1) -> Comparison:
     truth = load_truth(truth_path)
+    windows = blind_windows(ami_paths)
+    blind = [any(lo < t <= hi for lo, hi in windows) for t, _c, _r in truth]
     tracker = CallTracker()
     msgs = iter_trace_messages(ami_paths)
     pending: AmiMessage | None = None
@@ -97,6 +123,9 @@ def compare(ami_paths: Sequence[Path], truth_path: Path, server_id: int = 1) -> 
     cmp = Comparison(final_calls=tracker.calls(server_id))
     n = len(truth)
     for i, (t, tcalls, _raw) in enumerate(truth):
+        if blind[i]:
+            cmp.blind_instants += 1
+            continue
         cmp.instants += 1
         neighbours = [truth[j][1] for j in (i - 1, i + 1) if 0 <= j < n]
         mine = ours[i]
@@ -119,7 +148,6 @@ def compare(ami_paths: Sequence[Path], truth_path: Path, server_id: int = 1) -> 
             cmp.agreeing += 1
     # answer time: our answer_time vs the first truth instant showing the call answered
     first_answered: dict[str, float] = {}
-    prev_t: dict[str, float] = {}
     for t, tcalls, _raw in truth:
         for lid, st in tcalls.items():
             if st == "Answered" and lid not in first_answered:
@@ -130,6 +158,8 @@ def compare(ami_paths: Sequence[Path], truth_path: Path, server_id: int = 1) -> 
             if at is not None and lid not in seen_answer:
                 seen_answer[lid] = at
     for lid, t_first in first_answered.items():
+        if any(lo < t_first <= hi + 0.5 for lo, hi in windows):
+            continue  # answered while the recorder was blind: only the resync saw it
         if lid in seen_answer:
             # the answer happened in (previous instant, t_first]; 0.5 s tolerance past either end
             idx = [t for t, _c, _r in truth]
@@ -138,5 +168,4 @@ def compare(ami_paths: Sequence[Path], truth_path: Path, server_id: int = 1) -> 
             at = seen_answer[lid]
             err = 0.0 if lo <= at <= t_first else min(abs(at - lo), abs(at - t_first))
             cmp.answer_errors[lid] = err
-    del prev_t
     return cmp

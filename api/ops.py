@@ -1,0 +1,169 @@
+"""Operations endpoints: ``/healthz``, ``/readyz``, ``/status`` (JSON) and ``/metrics`` (Prometheus).
+
+They need no MOR hash. Keep them private by the bind address (127.0.0.1 by default) or set
+``[api] status_token``: then ``/status`` and ``/metrics`` want ``?token=`` or ``Authorization: Bearer``.
+Gauges are computed from the live table at scrape time (never +1/−1 counters, which drift); counters
+come from the sessions' and tracker's own tallies. One registry per app: no global metric state.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from collector import __version__
+
+__all__ = ["add_ops_routes"]
+
+PREFIX = "collector"
+
+
+class DaemonView(Protocol):
+    """What the ops endpoints read from the daemon (kept narrow so tests can pass a stand-in)."""
+
+    sessions: Sequence[Any]
+    tracker: Any
+    live: Any
+    started_at: float
+    reloads: int
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
+class _StateCollector:
+    def __init__(self, daemon: DaemonView) -> None:
+        self.d = daemon
+
+    def collect(self) -> Iterator[Any]:
+        d = self.d
+        active = GaugeMetricFamily(f"{PREFIX}_active_calls", "Calls up now", labels=["server", "status"])
+        counts: Counter[tuple[str, str]] = Counter()
+        names = {s.server_id: s.status.name for s in d.sessions}
+        for row in d.live.rows():
+            counts[(names.get(row.call.server_id, str(row.call.server_id)), row.call.status.value)] += 1
+        for s in d.sessions:
+            for st in ("Ringing", "Answered"):
+                counts.setdefault((s.status.name, st), 0)
+        for (server, st), n in sorted(counts.items()):
+            active.add_metric([server, st], n)
+        yield active
+        connected = GaugeMetricFamily(f"{PREFIX}_ami_connected", "1 when logged in to the server", labels=["server"])
+        age = GaugeMetricFamily(f"{PREFIX}_ami_last_event_age_seconds", "Seconds since the last AMI message",
+                                labels=["server"])
+        events = CounterMetricFamily(f"{PREFIX}_ami_events", "AMI messages received", labels=["server"])
+        reconnects = CounterMetricFamily(f"{PREFIX}_ami_reconnects", "AMI connections lost", labels=["server"])
+        auth = CounterMetricFamily(f"{PREFIX}_ami_auth_failures", "AMI logins refused", labels=["server"])
+        resyncs = CounterMetricFamily(f"{PREFIX}_resyncs", "CoreShowChannels resyncs completed", labels=["server"])
+        corrections = CounterMetricFamily(f"{PREFIX}_reconcile_corrections",
+                                          "Channels a resync added or removed", labels=["server", "kind"])
+        now = time.time()
+        for s in d.sessions:
+            st = s.status
+            connected.add_metric([st.name], 1 if st.logged_in else 0)
+            if st.last_event_at is not None:
+                age.add_metric([st.name], max(0.0, now - st.last_event_at))
+            events.add_metric([st.name], st.events)
+            reconnects.add_metric([st.name], st.reconnects)
+            auth.add_metric([st.name], st.auth_failures)
+            resyncs.add_metric([st.name], st.resyncs)
+            ts = d.tracker.stats(s.server_id)
+            corrections.add_metric([st.name, "added"], ts.resync_added)
+            corrections.add_metric([st.name, "removed"], ts.resync_removed)
+        yield from (connected, age, events, reconnects, auth, resyncs, corrections)
+        info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
+        info.add_metric([], {"version": __version__})
+        yield info
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return True
+    given = request.query.get("token", "")
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        given = auth[7:]
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None = None) -> None:
+    registry = CollectorRegistry()
+    registry.register(_StateCollector(daemon))  # type: ignore[arg-type]
+    requests = PromCounter(f"{PREFIX}_api_requests", "HTTP requests", ["endpoint", "code"], registry=registry)
+    duration = Histogram(f"{PREFIX}_api_request_duration_seconds", "HTTP request duration", ["endpoint"],
+                         registry=registry,
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+
+    @web.middleware
+    async def measure(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.resource
+        endpoint = route.canonical if route is not None else "other"
+        code = 500
+        try:
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            requests.labels(endpoint, str(code)).inc()
+            duration.labels(endpoint).observe(time.perf_counter() - started)
+
+    app.middlewares.insert(0, measure)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ok, why = daemon.ready()
+        return web.json_response({"ready": ok, "reason": why}, status=200 if ok else 503)
+
+    async def status(request: web.Request) -> web.Response:
+        if not _authorized(request, token):
+            return web.json_response({"error": "token required"}, status=401)
+        now = time.time()
+        servers = []
+        per_server = Counter(row.call.server_id for row in daemon.live.rows())
+        for s in daemon.sessions:
+            st = s.status
+            servers.append({
+                "name": st.name, "server_id": st.server_id, "host": st.host, "port": st.port,
+                "status": "ok" if st.logged_in else "fail",
+                "connected": st.logged_in, "since": st.since,
+                "last_event_age": None if st.last_event_at is None else round(now - st.last_event_at, 3),
+                "last_resync_at": st.last_resync_at, "last_resync_result": st.last_resync_result,
+                "last_resync_seconds": st.last_resync_seconds, "reconnects": st.reconnects,
+                "auth_failures": st.auth_failures, "pong_timeouts": st.pong_timeouts, "events": st.events,
+                "calls": per_server.get(s.server_id, 0), "last_error": st.last_error,
+            })
+        ok, why = daemon.ready()
+        rows = daemon.live.rows()
+        return web.json_response({
+            "status": "ok" if ok else "fail", "reason": why, "version": __version__,
+            "uptime": round(now - daemon.started_at, 3), "reloads": daemon.reloads,
+            "calls": {"total": len(rows),
+                      "answered": sum(1 for r in rows if r.call.status.value == "Answered")},
+            "servers": servers,
+        })
+
+    async def metrics(request: web.Request) -> web.Response:
+        if not _authorized(request, token):
+            return web.Response(status=401, text="token required\n")
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)

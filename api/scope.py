@@ -1,0 +1,82 @@
+"""Who sees what: the row predicate and the "may this caller name this thing" checks of the filters.
+
+admin/accountant: everything. Reseller R: calls made by R or R's users and calls to devices of R or
+R's users. User U: calls made by U and calls to U's devices. The same rule decides which users,
+devices, providers and DIDs a filter may name, so a filter cannot probe what the rows would hide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from api.auth import Principal, Role
+from collector.live_table import LiveCall
+from collector.refindex import RefIndex
+from collector.refmodel import Device, Did, Provider, User
+
+__all__ = ["RowPredicate", "Scope"]
+
+RowPredicate = Callable[[LiveCall], bool]
+
+
+class Scope:
+    """The caller's view of one reference-data snapshot."""
+
+    __slots__ = ("principal", "refs", "_me")
+
+    def __init__(self, principal: Principal, refs: RefIndex) -> None:
+        self.principal = principal
+        self.refs = refs
+        self._me = principal.user.id
+
+    def row_predicate(self) -> RowPredicate | None:
+        """None when every row is visible (admin, accountant)."""
+        me = self._me
+        if self.principal.sees_everything:
+            return None
+        if self.principal.role is Role.RESELLER:
+            def reseller_sees(row: LiveCall) -> bool:
+                i = row.info
+                return me in (i.user_id, i.owner_id, i.dst_user_id, i.dst_owner_id)
+            return reseller_sees
+
+        def user_sees(row: LiveCall) -> bool:
+            i = row.info
+            return i.user_id == me or i.dst_user_id == me
+        return user_sees
+
+    def user_visible(self, user: User) -> bool:
+        if self.principal.sees_everything:
+            return True
+        if self.principal.role is Role.RESELLER:
+            return user.id == self._me or user.owner_id == self._me
+        return user.id == self._me
+
+    def device_visible(self, device: Device) -> bool:
+        owner = self.refs.users.get(device.user_id)
+        return owner is not None and self.user_visible(owner)
+
+    def provider_visible(self, provider: Provider) -> bool:
+        """admin/accountant: any; reseller: his own (user_id == his id); a user: what his owner sees."""
+        if self.principal.sees_everything:
+            return True
+        if self.principal.role is Role.RESELLER:
+            return provider.user_id == self._me
+        owner = self.refs.owner_of(self.principal.user)
+        if owner is None:
+            return False
+        if owner.usertype == "reseller":
+            return provider.user_id == owner.id
+        return True  # the admin owns the user: the admin sees every provider
+
+    def did_visible(self, did: Did) -> bool:
+        """A DID of the caller's own, of a visible user, or routed to a visible device."""
+        if self.principal.sees_everything:
+            return True
+        if self.principal.role is Role.RESELLER and did.reseller_id == self._me:
+            return True
+        user = self.refs.users.get(did.user_id) if did.user_id else None
+        if user is not None and self.user_visible(user):
+            return True
+        device = self.refs.devices.get(did.device_id) if did.device_id else None
+        return device is not None and self.device_visible(device)

@@ -1,0 +1,346 @@
+"""One AMI session per Asterisk server: connect, log in, keep alive, reconnect, resync.
+
+panoramisk's ``Manager`` does login, actions and reconnect; this module fixes what it lacks (notes/ami.md
+§5): reconnect with capped exponential backoff and jitter (its own retries every 2 s forever), slow
+retries after an authentication failure, a pong timeout (its pings never time out, so a half-open link
+went unnoticed), every action bounded by a timeout (an action sent while disconnected could hang), login
+completion as a state of its own (its ``connect()`` resolves on TCP connect). After every login and on
+``FullyBooted`` the server is resynced with ``CoreShowChannels``; a slow periodic reconciliation follows,
+staggered across servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from panoramisk import Manager
+
+from collector.ami_framing import AmiMessage
+from collector.ami_protocol import RESYNC_ACTION_PREFIX, FramedAMIProtocol
+from collector.config import AmiServerSettings, CollectorSettings
+
+__all__ = ["AmiSession", "ServerStatus", "TRACKED_EVENTS", "NOISE_EVENTS"]
+
+log = logging.getLogger(__name__)
+
+#: Events the tracker uses; with ``send_filter`` they are the session's server-side include list.
+TRACKED_EVENTS = (
+    "Newchannel", "Newstate", "NewCallerid", "NewConnectedLine", "HangupRequest", "SoftHangupRequest",
+    "Hangup", "DialBegin", "DialState", "DialEnd", "BridgeEnter", "BridgeLeave", "LocalBridge", "Rename",
+    "FullyBooted", "Shutdown",
+)
+#: High-volume events dropped by a bytes prefix test before decoding, for logins that receive them.
+NOISE_EVENTS = (
+    "VarSet", "Newexten", "Cdr", "DeviceStateChange", "RTCPSent", "RTCPReceived", "ChallengeSent",
+    "SuccessfulAuth", "DTMFBegin", "DTMFEnd", "QueueMemberStatus", "ExtensionStatus", "PeerStatus",
+    "NewAccountCode", "BridgeCreate", "BridgeDestroy",
+)
+
+MessageSink = Callable[[int, AmiMessage], None]
+
+
+@dataclass(slots=True)
+class ServerStatus:
+    """Health of one server, for /status, /readyz, metrics and systemd STATUS=."""
+
+    name: str
+    server_id: int
+    host: str
+    port: int
+    connected: bool = False
+    logged_in: bool = False
+    since: float | None = None  # wall time of the current login
+    last_event_at: float | None = None
+    last_resync_at: float | None = None
+    last_resync_result: str = "never"
+    last_resync_seconds: float | None = None
+    resyncs: int = 0
+    reconnects: int = 0
+    auth_failures: int = 0
+    pong_timeouts: int = 0
+    events: int = 0
+    bytes: int = 0
+    last_error: str = ""
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager with our reconnect policy and login bookkeeping."""
+
+    def __init__(self, session: "AmiSession", **config: Any) -> None:
+        super().__init__(**config)
+        self._session = session
+
+    def connection_made(self, f: asyncio.Future) -> None:  # type: ignore[type-arg]
+        if self._session.stopping:
+            return
+        exc = None if f.cancelled() else f.exception()
+        if exc is not None:
+            self._session._connect_failed(exc)
+            if not isinstance(exc, OSError):  # panoramisk only retries on OSError
+                self.loop.call_later(self.reconnect_timeout, self.connect)
+                return
+        super().connection_made(f)
+        if exc is None:
+            self._session._connected()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._session._disconnected(exc)
+        if self._session.stopping:
+            self._connected = False
+            return
+        super().connection_lost(exc)
+
+    def login(self, future: asyncio.Future) -> bool:  # type: ignore[type-arg]
+        try:
+            ok = bool(super().login(future))
+        except (Exception, asyncio.CancelledError) as exc:  # the connection died during login
+            log.warning("ami login interrupted server=%s: %s", self._session.name, exc)
+            return False
+        self._session._login_result(ok, future)
+        return ok
+
+
+class AmiSession:
+    def __init__(self, cfg: AmiServerSettings, settings: CollectorSettings, sink: MessageSink,
+                 stagger: float = 0.0) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.name = cfg.name
+        self.server_id = cfg.server_id
+        self._sink = sink
+        self._stagger = stagger
+        self.status = ServerStatus(cfg.name, cfg.server_id, cfg.host, cfg.port)
+        self.stopping = False
+        self.logged_in = asyncio.Event()
+        self._manager: _Manager | None = None
+        self._attempt = 0
+        self._auth_failed = False
+        self._resync_seq = 0
+        self._resync_waiters: dict[str, asyncio.Future[int]] = {}
+        self._resync_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.resync_done = asyncio.Condition()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._manager = _Manager(
+            self,
+            host=self.cfg.host, port=self.cfg.port, username=self.cfg.username,
+            secret=str(self.cfg.secret), events=self.cfg.events, loop=loop,
+            ping_delay=10**9, ping_interval=10**9,  # our own pinger has a pong timeout
+            reconnect_timeout=self.settings.reconnect_min,
+            protocol_factory=lambda: FramedAMIProtocol(self._on_message, self.name, NOISE_EVENTS, self._on_bytes),
+            log=logging.getLogger("collector.panoramisk"),
+        )
+        self._manager.connect()
+        self._tasks = [
+            asyncio.create_task(self._pinger(), name=f"ami-ping-{self.name}"),
+            asyncio.create_task(self._resyncer(), name=f"ami-resync-{self.name}"),
+            asyncio.create_task(self._reconciler(), name=f"ami-reconcile-{self.name}"),
+        ]
+
+    async def stop(self) -> None:
+        """Log off politely (bounded), then close; no reconnect afterwards."""
+        if self.stopping:
+            return
+        mgr = self._manager
+        if mgr is not None and self.status.logged_in:
+            try:
+                await asyncio.wait_for(mgr.send_action({"Action": "Logoff"}), 1.0)
+            except (Exception, asyncio.CancelledError):
+                pass
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if mgr is not None:
+            mgr.close()
+        self.status.connected = self.status.logged_in = False
+        self.logged_in.clear()
+
+    def drop_connection(self, why: str) -> None:
+        """Abort the TCP connection; panoramisk's reconnect (with our backoff) takes over."""
+        mgr = self._manager
+        transport = getattr(getattr(mgr, "protocol", None), "transport", None)
+        log.warning("ami dropping connection server=%s reason=%s", self.name, why)
+        self.status.last_error = why
+        if transport is not None:
+            transport.abort()
+
+    # ------------------------------------------------------------------ callbacks from _Manager
+    def _connected(self) -> None:
+        self.status.connected = True
+        log.info("ami connected server=%s host=%s port=%s", self.name, self.cfg.host, self.cfg.port)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        self.status.last_error = f"connect: {exc}"
+        delay = self._next_delay()
+        if self._manager is not None:
+            self._manager.reconnect_timeout = delay
+        log.warning("ami connect failed server=%s host=%s port=%s error=%s retry_in=%.1fs",
+                    self.name, self.cfg.host, self.cfg.port, exc, delay)
+
+    def _disconnected(self, exc: Exception | None) -> None:
+        was = self.status.logged_in
+        self.status.connected = self.status.logged_in = False
+        self.logged_in.clear()
+        for fut in self._resync_waiters.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("disconnected during resync"))
+        self._resync_waiters.clear()
+        if self.stopping:
+            return
+        self.status.reconnects += 1
+        delay = self._next_delay()
+        if self._manager is not None:
+            self._manager.reconnect_timeout = delay
+        log.warning("ami disconnected server=%s was_logged_in=%s error=%s retry_in=%.1fs",
+                    self.name, was, exc or self.status.last_error or "eof", delay)
+
+    def _login_result(self, ok: bool, future: asyncio.Future) -> None:  # type: ignore[type-arg]
+        if not ok:
+            self._auth_failed = True
+            self.status.auth_failures += 1
+            message = ""
+            try:
+                message = future.result().get("Message", "")
+            except Exception:
+                pass
+            self.status.last_error = f"authentication failed: {message}"
+            log.error("ami authentication failed server=%s username=%s message=%r; retrying in %.0fs",
+                      self.name, self.cfg.username, message, self.settings.auth_retry)
+            self.drop_connection("authentication failed")
+            return
+        self._auth_failed = False
+        self._attempt = 0
+        self.status.logged_in = True
+        self.status.since = time.time()
+        self.logged_in.set()
+        log.info("ami logged in server=%s username=%s events=%s", self.name, self.cfg.username, self.cfg.events)
+        if self.cfg.send_filter:
+            asyncio.ensure_future(self._send_filter())
+        self.request_resync()
+
+    def _next_delay(self) -> float:
+        if self._auth_failed:
+            return self.settings.auth_retry * random.uniform(0.9, 1.1)
+        base = min(self.settings.reconnect_max, self.settings.reconnect_min * (2 ** self._attempt))
+        self._attempt = min(self._attempt + 1, 30)
+        return base * random.uniform(0.5, 1.0)
+
+    def _on_bytes(self, n: int) -> None:
+        self.status.bytes += n
+
+    def _on_message(self, msg: AmiMessage) -> None:
+        self.status.last_event_at = time.time()
+        self.status.events += 1
+        action_id = msg.get("ActionID")
+        if action_id and action_id.startswith(RESYNC_ACTION_PREFIX):
+            fut = self._resync_waiters.get(action_id)
+            if fut is not None and not fut.done():
+                if msg.get("Event") == "CoreShowChannelsComplete":
+                    fut.set_result(int(msg.get("ListItems", "0") or 0))
+                elif msg.get("Response") == "Error":
+                    fut.set_exception(RuntimeError(msg.get("Message", "error")))
+        event = msg.get("Event")
+        if event == "FullyBooted":
+            self.request_resync()
+        elif event == "Shutdown":
+            log.warning("asterisk shutting down server=%s shutdown=%s restart=%s", self.name,
+                        msg.get("Shutdown"), msg.get("Restart"))
+        self._sink(self.server_id, msg)
+
+    # ------------------------------------------------------------------ resync
+    def request_resync(self) -> None:
+        self._resync_wanted.set()
+
+    async def resync(self, timeout: float | None = None) -> int:
+        """Send CoreShowChannels and wait for its Complete; the tracker consumes the list in order."""
+        mgr = self._manager
+        transport = getattr(getattr(mgr, "protocol", None), "transport", None)
+        if transport is None or not self.status.logged_in:
+            raise ConnectionError("not logged in")
+        self._resync_seq += 1
+        action_id = f"{RESYNC_ACTION_PREFIX}{self.name}-{self._resync_seq}"
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._resync_waiters[action_id] = fut
+        started = time.monotonic()
+        transport.write(f"Action: CoreShowChannels\r\nActionID: {action_id}\r\n\r\n".encode())
+        try:
+            items = await asyncio.wait_for(fut, timeout or self.settings.resync_timeout)
+        except BaseException as exc:
+            self.status.last_resync_result = f"failed: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._resync_waiters.pop(action_id, None)
+            self.status.last_resync_at = time.time()
+            self.status.last_resync_seconds = time.monotonic() - started
+        self.status.resyncs += 1
+        self.status.last_resync_result = f"ok: {items} channels"
+        log.info("ami resync server=%s channels=%d seconds=%.3f", self.name, items,
+                 self.status.last_resync_seconds or 0.0)
+        async with self.resync_done:
+            self.resync_done.notify_all()
+        return items
+
+    async def _resyncer(self) -> None:
+        while True:
+            await self._resync_wanted.wait()
+            self._resync_wanted.clear()
+            if not self.status.logged_in:
+                continue
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except asyncio.TimeoutError:
+                log.warning("ami resync timed out server=%s after %.1fs", self.name, self.settings.resync_timeout)
+                self.drop_connection("resync timeout")
+            except Exception as exc:
+                log.warning("ami resync failed server=%s error=%s", self.name, exc)
+
+    async def _reconciler(self) -> None:
+        """Periodic CoreShowChannels, offset per server so a fleet never resyncs in one burst."""
+        interval = self.settings.reconcile_interval
+        await asyncio.sleep(self._stagger * interval + random.uniform(0, interval * 0.1))
+        while True:
+            if self.status.logged_in:
+                self.request_resync()
+            await asyncio.sleep(interval * random.uniform(0.95, 1.05))
+
+    async def _pinger(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ping_interval)
+            mgr = self._manager
+            if mgr is None or not self.status.logged_in:
+                continue
+            try:
+                await asyncio.wait_for(mgr.send_action({"Action": "Ping"}), self.settings.ping_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.status.pong_timeouts += 1
+                self.drop_connection(f"no pong within {self.settings.ping_timeout:.1f}s")
+
+    async def _send_filter(self) -> None:
+        mgr = self._manager
+        if mgr is None:
+            return
+        regex = "Event: (" + "|".join(TRACKED_EVENTS) + ")"
+        try:
+            resp = await asyncio.wait_for(
+                mgr.send_action({"Action": "Filter", "Operation": "Add", "Filter": regex}), 5.0)
+            log.info("ami filter server=%s response=%s", self.name, resp.get("Response"))
+        except Exception as exc:
+            log.warning("ami filter failed server=%s error=%s (needs write=system)", self.name, exc)

@@ -1,0 +1,245 @@
+"""INI configuration → frozen settings, validated once at start (and on reload).
+
+Every problem is reported as one line naming the file, section and key (``ConfigError``), so an operator
+fixes it at a glance; the CLI turns it into exit status 2. Secrets are wrapped so that neither ``repr``
+nor a log line can show them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "AmiServerSettings", "ApiListenSettings", "CollectorSettings", "ConfigError", "Secret", "Settings",
+    "load_settings", "parse_settings",
+]
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_EVENT_CLASS = re.compile(r"^(on|off|\d+|[a-z]+(,[a-z]+)*)$")
+
+
+class ConfigError(Exception):
+    """One line: where and what."""
+
+
+class Secret(str):
+    """A str that never shows itself in ``repr`` (settings dumps, tracebacks, logs of objects)."""
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+
+@dataclass(frozen=True, slots=True)
+class AmiServerSettings:
+    name: str
+    host: str
+    port: int
+    username: str
+    secret: Secret
+    server_id: int
+    enabled: bool = True
+    events: str = "call,system"
+    send_filter: bool = False  # also send an Action: Filter include list (needs write=system)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    log_level: str = "INFO"
+    reconcile_interval: float = 60.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    resync_timeout: float = 15.0
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    auth_retry: float = 60.0
+    flush_interval: float = 1.0
+    require_all_servers: bool = False
+    watchdog: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApiListenSettings:
+    listen: str = "127.0.0.1"
+    port: int = 8080
+    enabled: bool = True
+    allow_get: bool = False
+    disable_hash_check: bool = False
+    accept_secret_only_hash: bool = False
+    timezone: str | None = None
+    status_token: Secret | None = None  # when set, /status and /metrics want ?token= or a Bearer header
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path | None
+    collector: CollectorSettings
+    api: ApiListenSettings
+    database: Path
+    servers: tuple[AmiServerSettings, ...] = field(default=())
+
+
+class _Reader:
+    def __init__(self, parser: configparser.ConfigParser, source: str) -> None:
+        self.parser = parser
+        self.source = source
+
+    def fail(self, section: str, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.source}: [{section}] {key}: {why}")
+
+    def raw(self, section: str, key: str) -> str | None:
+        if not self.parser.has_section(section) or not self.parser.has_option(section, key):
+            return None
+        return self.parser.get(section, key, raw=True).strip()
+
+    def str(self, section: str, key: str, default: str | None = None) -> str:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            if default is None:
+                raise self.fail(section, key, "missing (required)")
+            return default
+        return value
+
+    def int(self, section: str, key: str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            if default is None:
+                raise self.fail(section, key, "missing (required)")
+            return default
+        try:
+            n = int(value)
+        except ValueError:
+            raise self.fail(section, key, f"not an integer: {value!r}") from None
+        if not lo <= n <= hi:
+            raise self.fail(section, key, f"{n} out of range {lo}..{hi}")
+        return n
+
+    def float(self, section: str, key: str, default: float, lo: float = 0.0, hi: float = 1e9) -> float:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            return default
+        try:
+            x = float(value)
+        except ValueError:
+            raise self.fail(section, key, f"not a number: {value!r}") from None
+        if not lo <= x <= hi:
+            raise self.fail(section, key, f"{x} out of range {lo}..{hi}")
+        return x
+
+    def bool(self, section: str, key: str, default: bool) -> bool:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            return default
+        v = value.lower()
+        if v in ("1", "yes", "true", "on"):
+            return True
+        if v in ("0", "no", "false", "off"):
+            return False
+        raise self.fail(section, key, f"not a boolean (yes/no): {value!r}")
+
+
+def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = None) -> Settings:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
+    r = _Reader(parser, source)
+    known = {"collector", "api", "database"}
+    for section in parser.sections():
+        if section not in known and not section.startswith("server:"):
+            raise r.fail(section, "*", "unknown section (expected [collector], [api], [database], [server:NAME])")
+
+    level = r.str("collector", "log_level", "INFO").upper()
+    if level not in _LOG_LEVELS:
+        raise r.fail("collector", "log_level", f"one of {', '.join(_LOG_LEVELS)}")
+    collector = CollectorSettings(
+        log_level=level,
+        reconcile_interval=r.float("collector", "reconcile_interval", 60.0, 1.0, 86400.0),
+        ping_interval=r.float("collector", "ping_interval", 10.0, 0.1, 3600.0),
+        ping_timeout=r.float("collector", "ping_timeout", 5.0, 0.1, 600.0),
+        resync_timeout=r.float("collector", "resync_timeout", 15.0, 0.1, 600.0),
+        reconnect_min=r.float("collector", "reconnect_min", 1.0, 0.01, 600.0),
+        reconnect_max=r.float("collector", "reconnect_max", 60.0, 0.01, 3600.0),
+        auth_retry=r.float("collector", "auth_retry", 60.0, 0.01, 86400.0),
+        flush_interval=r.float("collector", "flush_interval", 1.0, 0.01, 3600.0),
+        require_all_servers=r.bool("collector", "require_all_servers", False),
+        watchdog=r.bool("collector", "watchdog", True),
+    )
+    tz = r.str("api", "timezone", "") or None
+    if tz is not None:
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(tz)
+        except Exception:
+            raise r.fail("api", "timezone", f"unknown time zone {tz!r}") from None
+    token = r.str("api", "status_token", "")
+    api = ApiListenSettings(
+        listen=r.str("api", "listen", "127.0.0.1"),
+        port=r.int("api", "port", 8080, 0, 65535),
+        enabled=r.bool("api", "enabled", True),
+        allow_get=r.bool("api", "allow_get", False),
+        disable_hash_check=r.bool("api", "disable_hash_check", False),
+        accept_secret_only_hash=r.bool("api", "accept_secret_only_hash", False),
+        timezone=tz,
+        status_token=Secret(token) if token else None,
+    )
+    db = Path(r.str("database", "path", "var/collector.db"))
+    if base_dir is not None and not db.is_absolute():
+        db = base_dir / db
+
+    servers: list[AmiServerSettings] = []
+    ids: dict[int, str] = {}
+    for section in parser.sections():
+        if not section.startswith("server:"):
+            continue
+        name = section.split(":", 1)[1].strip()
+        if not name:
+            raise r.fail(section, "*", "server section needs a name: [server:NAME]")
+        events = r.str(section, "events", "call,system").replace(" ", "")
+        if not _EVENT_CLASS.match(events):
+            raise r.fail(section, "events", f"not an AMI event mask: {events!r}")
+        srv = AmiServerSettings(
+            name=name,
+            host=r.str(section, "host"),
+            port=r.int(section, "port", 5038, 1, 65535),
+            username=r.str(section, "username"),
+            secret=Secret(r.str(section, "secret")),
+            server_id=r.int(section, "server_id", None, 0),
+            enabled=r.bool(section, "enabled", True),
+            events=events,
+            send_filter=r.bool(section, "send_filter", False),
+        )
+        if srv.server_id in ids and srv.enabled:
+            raise r.fail(section, "server_id", f"{srv.server_id} already used by [server:{ids[srv.server_id]}]")
+        if srv.enabled:
+            ids[srv.server_id] = name
+        servers.append(srv)
+    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers))
+
+
+def load_settings(path: Path) -> Settings:
+    """Read ``path`` plus ``conf.d/*.ini`` beside it (later files override keys of earlier ones)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    texts = [path.read_text(encoding="utf-8")]
+    confd = path.parent / "conf.d"
+    if confd.is_dir():
+        texts.extend(p.read_text(encoding="utf-8") for p in sorted(confd.glob("*.ini")))
+    merged = configparser.ConfigParser(interpolation=None)
+    try:
+        for i, text in enumerate(texts):
+            merged.read_string(text, source=str(path) if i == 0 else f"{confd}/*.ini")
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    lines = []
+    for section in merged.sections():
+        lines.append(f"[{section}]")
+        for key, value in merged.items(section, raw=True):
+            lines.append(f"{key} = {value}")
+    settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent)
+    return Settings(path=path, collector=settings.collector, api=settings.api,
+                    database=settings.database, servers=settings.servers)

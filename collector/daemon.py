@@ -1,0 +1,223 @@
+"""Composition root: builds every long-lived object once and wires them; nothing else constructs them.
+
+Start order (so systemd's READY=1 means "answering"): config → reference data → durable table restore
+→ HTTP socket bound → READY=1 → AMI sessions connect in the background (a server that is down shows as
+not ready in /readyz, it does not block start-up). SIGTERM/SIGINT stop gracefully (HTTP closed, AMI
+Logoff, table flushed); SIGHUP reloads reference data and the log level without touching calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from api.app import ApiDeps, create_app
+from api.ops import add_ops_routes
+from api.settings import ApiSettings
+from collector import __version__
+from collector.ami_framing import AmiMessage
+from collector.ami_session import AmiSession
+from collector.config import ConfigError, Settings, load_settings
+from collector.durable import DurableTable
+from collector.enrich import Enricher
+from collector.live_table import LiveTable
+from collector.logsetup import set_level
+from collector.refdata import load_refdata, open_db
+from collector.refindex import RefIndex
+from collector.sdnotify import Notifier
+from collector.tracker import CallTracker
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+
+def api_settings(settings: Settings) -> ApiSettings:
+    a = settings.api
+    return ApiSettings(enabled=a.enabled, allow_get=a.allow_get, disable_hash_check=a.disable_hash_check,
+                       accept_secret_only_hash=a.accept_secret_only_hash, timezone=a.timezone)
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    notifier: Notifier = field(default_factory=Notifier)
+    tracker: CallTracker = field(default_factory=CallTracker)
+    live: LiveTable = field(default_factory=LiveTable)
+    sessions: list[AmiSession] = field(default_factory=list)
+    refs: RefIndex | None = None
+    durable: DurableTable | None = None
+    started_at: float = field(default_factory=time.time)
+    port: int = 0
+    reloads: int = 0
+    _runner: web.AppRunner | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # ------------------------------------------------------------------ reference data
+    def load_reference(self) -> RefIndex:
+        open_db(self.settings.database).close()  # create / migrate the schema
+        index = RefIndex.build(load_refdata(self.settings.database))
+        return index
+
+    def apply_reference(self, index: RefIndex) -> int:
+        self.refs = index
+        enricher = Enricher(index)
+        return self.live.set_enricher(enricher.enrich)
+
+    def reload(self) -> None:
+        """SIGHUP: new reference data (and log level) in, calls and connections untouched."""
+        self.notifier.notify(reloading=1, status="reloading reference data")
+        try:
+            if self.settings.path is not None:
+                new = load_settings(self.settings.path)
+                if new.collector.log_level != self.settings.collector.log_level:
+                    set_level(new.collector.log_level)
+                    log.info("reload log_level=%s", new.collector.log_level)
+            old = self.refs
+            index = self.load_reference()
+            changed = self.apply_reference(index)
+            self.reloads += 1
+            log.info("reload done users=%d devices=%d providers=%d dids=%d destinations=%d calls_changed=%d%s",
+                     len(index.data.users), len(index.data.devices), len(index.data.providers),
+                     len(index.data.dids), len(index.data.destinations), changed,
+                     "" if old is None else f" (before: devices={len(old.data.devices)} "
+                                            f"destinations={len(old.data.destinations)})")
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+        except Exception:
+            log.exception("reload failed, keeping the previous reference data")
+        finally:
+            self.notifier.notify(ready=1, status=self.status_line())
+
+    # ------------------------------------------------------------------ events
+    def on_message(self, server_id: int, msg: AmiMessage) -> None:
+        changes = self.tracker.apply(server_id, msg)
+        if changes:
+            self.live.apply(changes)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        s = self.settings
+        self.settings.database.parent.mkdir(parents=True, exist_ok=True)
+        index = self.load_reference()
+        self.apply_reference(index)
+        self.durable = DurableTable(s.database, self.live)
+        restored = self.durable.load()
+        if restored:
+            self.live.restore(restored)
+            self.live.apply(self.tracker.restore(r.call for r in restored))
+            self.live.dirty.clear()
+            log.info("restored calls=%d from activecalls; first resync of each server keeps the live ones",
+                     len(restored))
+        enabled = [srv for srv in s.servers if srv.enabled]
+        for i, srv in enumerate(enabled):
+            self.sessions.append(AmiSession(srv, s.collector, self.on_message, stagger=i / max(1, len(enabled))))
+        deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=api_settings(s), clock=time.time)
+        app = create_app(deps)
+        add_ops_routes(app, self, token=str(s.api.status_token) if s.api.status_token else None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.api.listen, s.api.port, shutdown_timeout=2.0)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.api.port
+        log.info("api listening address=%s port=%d version=%s", s.api.listen, self.port, __version__)
+        for session in self.sessions:
+            await session.start()
+        self._tasks.append(asyncio.create_task(self.durable.run(s.collector.flush_interval), name="durable"))
+        interval = Notifier.watchdog_interval()
+        if interval and s.collector.watchdog:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="sd-status"))
+        self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
+
+    def _refs(self) -> RefIndex:
+        assert self.refs is not None
+        return self.refs
+
+    async def stop(self) -> None:
+        self.notifier.notify(stopping=1, status="stopping")
+        log.info("stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.durable is not None:
+            n = self.durable.flush_sync()
+            self.durable.close()
+            log.info("activecalls flushed rows=%d calls=%d", n, len(self.live))
+        self.notifier.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.notify(watchdog=1)
+            await asyncio.sleep(interval)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            self.notifier.notify(status=self.status_line())
+
+    def status_line(self) -> str:
+        up = sum(1 for s in self.sessions if s.status.logged_in)
+        return f"{up}/{len(self.sessions)} AMI up, {len(self.live)} calls"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.refs is None:
+            return False, "reference data not loaded"
+        up = sum(1 for s in self.sessions if s.status.logged_in)
+        if not self.sessions:
+            return True, "no AMI server configured"
+        if self.settings.collector.require_all_servers:
+            return (up == len(self.sessions)), f"{up}/{len(self.sessions)} AMI servers connected"
+        return (up >= 1), f"{up}/{len(self.sessions)} AMI servers connected"
+
+
+async def run_daemon(settings: Settings, started: asyncio.Future[Daemon] | None = None) -> int:
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    try:
+        await daemon.start()
+    except Exception as exc:
+        log.error("start failed: %s", exc)
+        await daemon.stop()
+        if started is not None and not started.done():
+            started.set_exception(exc)
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, daemon.request_stop)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    except (NotImplementedError, RuntimeError):
+        pass
+    if started is not None and not started.done():
+        started.set_result(daemon)
+    try:
+        await daemon.wait_stopped()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await daemon.stop()
+    log.info("stopped")
+    return 0
