@@ -78,6 +78,7 @@ class TrackerStats:
     events: int = 0
     ignored: int = 0
     malformed: int = 0
+    errors: int = 0  # exceptions caught inside the tracker: bugs, expected to stay 0
     resync_added: int = 0
     resync_removed: int = 0
     snapshots: int = 0
@@ -180,7 +181,7 @@ class CallTracker:
         try:
             handler(srv, msg, touched)
         except Exception:  # a tracker bug must never take the AMI session down
-            srv.stats.malformed += 1
+            srv.stats.errors += 1
             log.exception("tracker failed on event=%s server=%s", event, server_id)
         if not touched:
             return _NO_CHANGES
@@ -260,21 +261,34 @@ class CallTracker:
             srv.channels[uid] = ch
             self._attach(srv, ch, touched)
         else:
+            # only a change to what a CallView shows marks the call touched: most events
+            # (NewConnectedLine, HangupRequest, DialState …) change nothing visible
+            changed = False
             state = msg.get(prefix + "ChannelState")
             if state:
-                ch.state = _int(state, ch.state)
+                n = _int(state, ch.state)
+                if n != ch.state:
+                    ch.state = n
+                    changed = True
             num = msg.get(prefix + "CallerIDNum")
-            if num is not None:
+            if num is not None and num != ch.caller_num:
                 ch.caller_num = num
-                ch.caller_name = msg.get(prefix + "CallerIDName", ch.caller_name)
+                changed = True
+            cname = msg.get(prefix + "CallerIDName")
+            if cname is not None and cname != ch.caller_name:
+                ch.caller_name = cname
+                changed = True
             exten = msg.get(prefix + "Exten")
-            if exten is not None:
+            if exten is not None and exten != ch.exten:
                 ch.exten = exten
+                changed = True
             if name and name != ch.name:
                 ch.name = name
+                changed = True
             if linkedid != ch.linkedid:
                 self._relink(srv, ch, linkedid, touched)
-            touched.add(ch.linkedid)
+            elif changed:
+                touched.add(ch.linkedid)
         ch.last_seq = srv.seq
         return ch
 
