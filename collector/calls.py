@@ -45,7 +45,7 @@ class CallView:
     dst: str  # the number the caller dialled
     start_time: float  # Unix time the call's first channel appeared
     answer_time: float | None  # Unix time of the first answer, None while never answered
-    legs: tuple[Leg, ...]  # every channel, A-leg first, then by creation
+    legs: tuple[Leg, ...]  # every channel up: the A-leg first while it is up, then by creation
 
     @property
     def key(self) -> CallKey:

@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             write_timeline(args.files, sys.stdout, step=args.step, server_id=args.server_id)
             return 0
         if args.command == "db":
-            return int(args.handler(args))
+            return int(args.func(args))
     except ConfigError as exc:
         sys.stderr.write(f"collector: config error: {exc}\n")
         return 2

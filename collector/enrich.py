@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from collector.calls import CallView, Leg, peer_of
-from collector.refdata import tech_class
-from collector.refindex import RefIndex
+from collector.calls import CallView, peer_of
+from collector.refindex import RefIndex, tech_class
 from collector.refmodel import (
-    GLOBAL_LOCATION_ID, NO_ENRICHMENT, Destination, Device, Direction, Enrichment, LocationRule,
+    GLOBAL_LOCATION_ID, NO_ENRICHMENT, Destination, Device, Enrichment, LocationRule,
     Provider, RefData, User,
 )
 
@@ -116,9 +116,19 @@ class DestinationIndex:
         return len(self._by_prefix)
 
 
+@dataclass(slots=True)
+class _BLegs:
+    provider: Provider | None = None  # the trunk the call is on now
+    device: Device | None = None  # the called device: answered, else the newest ringing
+    answered_device: Device | None = None
+
+
 class Enricher:
     """``enrich(call) -> Enrichment`` over one immutable reference data load; also callable, so it
     plugs straight into ``LiveTable(enrich=…)`` / ``set_enricher``."""
+
+    __slots__ = ("index", "_users", "_devices_by_id", "_dids", "_devices", "_providers", "_localizer",
+                 "_destinations", "_directions")
 
     def __init__(self, index: RefIndex) -> None:
         data = index.data
@@ -133,13 +143,9 @@ class Enricher:
         for prov in sorted(data.providers, key=lambda p: p.id):
             self._providers.setdefault((tech_class(prov.tech), prov.peer), prov)
         self._localizer = Localizer(data.locationrules)
-        self._destinations = DestinationIndex(
-            d for d in data.destinations if d.direction_code in index.directions_by_code)
-        # the per-device and per-destination halves of an Enrichment, computed once
-        self._src_fields = {d.id: self._device_fields(d, "") for d in data.devices}
-        self._dst_fields = {d.id: self._device_fields(d, "dst_") for d in data.devices}
-        self._dest_fields = {d.id: self._destination_fields(d, index.directions_by_code[d.direction_code])
-                             for d in data.destinations if d.direction_code in index.directions_by_code}
+        directions = index.directions_by_code
+        self._destinations = DestinationIndex(d for d in data.destinations if d.direction_code in directions)
+        self._directions = directions
 
     @classmethod
     def from_refdata(cls, data: RefData) -> "Enricher":
@@ -165,12 +171,10 @@ class Enricher:
 
     # ------------------------------------------------------------------------------------------ lookups
     def device_for_channel(self, channel: str) -> Device | None:
-        tech, peer = peer_of(channel)
-        return self._devices.get((tech_class(tech), peer)) if peer else None
+        return self._devices.get(self._peer_key(channel))
 
     def provider_for_channel(self, channel: str) -> Provider | None:
-        tech, peer = peer_of(channel)
-        return self._providers.get((tech_class(tech), peer)) if peer else None
+        return self._providers.get(self._peer_key(channel))
 
     def localize(self, dst: str, location_id: int = GLOBAL_LOCATION_ID) -> str:
         return self._localizer.localize(dst, location_id)
@@ -179,12 +183,18 @@ class Enricher:
         return self._destinations.longest(number)
 
     # ------------------------------------------------------------------------------------------ rules
+    def _peer_key(self, channel: str) -> tuple[str, str]:
+        tech, peer = peer_of(channel)
+        return tech_class(tech), peer
+
     def _enrich(self, call: CallView) -> Enrichment:
         f: dict[str, Any] = {}
-        src_dev = self.device_for_channel(call.channel)
+        a_key = self._peer_key(call.channel)
+        src_dev = self._devices.get(a_key)
         if src_dev is not None:
-            f.update(self._src_fields[src_dev.id])
-        inbound = self.provider_for_channel(call.channel)
+            self._device_fields(f, src_dev, "")
+        b = self._b_legs(call)
+        inbound = self._providers.get(a_key)
         dst = call.dst
         if inbound is not None:
             self._provider(f, inbound)
@@ -196,66 +206,59 @@ class Enricher:
                 f["did_id"] = did.id
                 f["did"] = did.did
                 dst_dev = self._devices_by_id.get(did.device_id) if did.device_id else None
-                if dst_dev is None:
-                    dst_dev = self._b_leg_device(call, answered_only=True)
+                if dst_dev is None:  # ring group / queue: whoever answered
+                    dst_dev = b.answered_device
                 if dst_dev is None and did.user_id:
                     self._dst_user(f, self._users.get(did.user_id))
             else:
-                dst_dev = self._b_leg_device(call, answered_only=False)
+                dst_dev = b.device
             if dst_dev is not None:
-                f.update(self._dst_fields[dst_dev.id])
+                self._device_fields(f, dst_dev, "dst_")
         else:
             location = src_dev.location_id if src_dev is not None else GLOBAL_LOCATION_ID
             localized = self._localizer.localize(dst, location)
-            outbound = self._b_leg_provider(call)
-            if outbound is not None:
-                self._provider(f, outbound)
-            dst_dev = self._b_leg_device(call, answered_only=False)
-            if dst_dev is not None:
+            if b.provider is not None:
+                self._provider(f, b.provider)
+            if b.device is not None:
                 f["has_dst"] = True
-                f.update(self._dst_fields[dst_dev.id])
+                self._device_fields(f, b.device, "dst_")
         f["localized_dst"] = localized
         dest = self._destinations.longest(localized)
         if dest is not None:
-            f.update(self._dest_fields[dest.id])
+            direction = self._directions[dest.direction_code]
+            f["direction_code"] = direction.code
+            f["direction_name"] = direction.name
+            f["destination_name"] = dest.name
+            f["destination_prefix"] = dest.prefix
+            f["destinationgroup_id"] = dest.destinationgroup_id or None
         return Enrichment(**f)
 
-    def _b_legs(self, call: CallView) -> Iterable[Leg]:
+    def _b_legs(self, call: CallView) -> _BLegs:
+        """One pass over the non-Local B-legs. Each pick prefers an Up leg, then the newest one: after
+        a failover prov1 → prov2 the call is on prov2; of two ringing devices the last one dialled.
+        A trunk leg is never a destination device."""
+        out = _BLegs()
+        prov_rank = dev_rank = up_rank = (False, float("-inf"))
         a = call.uniqueid
-        return (leg for leg in call.legs if not leg.is_local and leg.uniqueid != a)
-
-    def _b_leg_provider(self, call: CallView) -> Provider | None:
-        """The trunk the call is on now: Up legs first, then the newest (a failover's later leg)."""
-        best: tuple[bool, float] | None = None
-        found: Provider | None = None
-        for leg in self._b_legs(call):
-            prov = self.provider_for_channel(leg.channel)
-            if prov is None:
+        for leg in call.legs:
+            if leg.is_local or leg.uniqueid == a:
                 continue
-            key = (leg.state == _UP, leg.created)
-            if best is None or key >= best:
-                best, found = key, prov
-        return found
-
-    def _b_leg_device(self, call: CallView, answered_only: bool) -> Device | None:
-        """The called device: the one that answered, else (unless ``answered_only``) the newest ringing.
-        Trunk legs are never a destination device."""
-        best: tuple[bool, float] | None = None
-        found: Device | None = None
-        for leg in self._b_legs(call):
-            if answered_only and leg.state != _UP:
+            key = self._peer_key(leg.channel)
+            up = leg.state == _UP
+            rank = (up, leg.created)
+            prov = self._providers.get(key)
+            if prov is not None:
+                if out.provider is None or rank >= prov_rank:
+                    out.provider, prov_rank = prov, rank
                 continue
-            tech, peer = peer_of(leg.channel)
-            key_peer = (tech_class(tech), peer)
-            if key_peer in self._providers:
-                continue
-            dev = self._devices.get(key_peer)
+            dev = self._devices.get(key)
             if dev is None:
                 continue
-            key = (leg.state == _UP, leg.created)
-            if best is None or key >= best:
-                best, found = key, dev
-        return found
+            if out.device is None or rank >= dev_rank:
+                out.device, dev_rank = dev, rank
+            if up and (out.answered_device is None or rank >= up_rank):
+                out.answered_device, up_rank = dev, rank
+        return out
 
     def _provider(self, f: dict[str, Any], prov: Provider) -> None:
         f["provider_id"] = prov.id
@@ -268,28 +271,16 @@ class Enricher:
             f["dst_user"] = user.display_name
             f["dst_owner_id"] = user.owner_id
 
-    def _device_fields(self, dev: Device, prefix: str) -> dict[str, Any]:
+    def _device_fields(self, f: dict[str, Any], dev: Device, prefix: str) -> None:
+        """The device half of the source (``prefix`` "") or destination ("dst_") columns."""
+        f["src_device_id" if not prefix else "dst_device_id"] = dev.id
+        f[prefix + "device_type"] = dev.device_type
+        f[prefix + "device_extension"] = dev.extension
+        f[prefix + "device_name"] = dev.name
+        f[prefix + "device_istrunk"] = dev.istrunk
+        f[prefix + "device_ani"] = dev.ani
         user = self._users.get(dev.user_id)
-        out: dict[str, Any] = {
-            f"{prefix}device_id" if prefix else "src_device_id": dev.id,
-            f"{prefix}device_type": dev.device_type,
-            f"{prefix}device_extension": dev.extension,
-            f"{prefix}device_name": dev.name,
-            f"{prefix}device_istrunk": dev.istrunk,
-            f"{prefix}device_ani": dev.ani,
-        }
         if user is not None:
-            out[f"{prefix}user_id"] = user.id
-            out[f"{prefix}user"] = user.display_name
-            out[f"{prefix}owner_id"] = user.owner_id
-        return out
-
-    @staticmethod
-    def _destination_fields(dest: Destination, direction: Direction) -> dict[str, Any]:
-        return {
-            "direction_code": direction.code,
-            "direction_name": direction.name,
-            "destination_name": dest.name,
-            "destination_prefix": dest.prefix,
-            "destinationgroup_id": dest.destinationgroup_id or None,
-        }
+            f[prefix + "user_id"] = user.id
+            f[prefix + "user"] = user.display_name
+            f[prefix + "owner_id"] = user.owner_id

@@ -18,15 +18,16 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from sqlite_utils import Database
 
+from collector.refindex import tech_class
 from collector.refmodel import (
     Destination, DestinationGroup, Device, Did, Direction, Location, LocationRule, Provider, RefData,
     Server, User,
@@ -36,7 +37,7 @@ __all__ = [
     "ACTIVECALLS_COLUMNS", "DEFAULT_DB_PATH", "ImportValidationError", "MIGRATIONS", "REF_TABLES",
     "RefDataError", "RefSource", "SCHEMA_VERSION", "SqliteRefSource", "demo_data", "export_db",
     "import_data", "import_file", "init_db", "load_demo", "load_refdata", "migrate", "open_db",
-    "schema_version", "tech_class",
+    "schema_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,6 @@ class ImportValidationError(RefDataError, ValueError):
         elif self.table:
             where.append(self.table)
         return ": ".join([*where, self.reason])
-
-
-def tech_class(tech: str) -> str:
-    """Channel technologies naming the same peers: PJSIP and SIP are one class (a MOR SIP device may
-    be served by either driver), the rest compare case-insensitively."""
-    t = tech.upper()
-    return "SIP" if t in ("SIP", "PJSIP") else t
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -250,11 +244,34 @@ def _columns(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+#: Low-cardinality text columns shared between rows instead of one string object per row (with
+#: 100,000 destinations this is ~10 MiB of a reload).
+_SHARED_TEXT: dict[str, tuple[str, ...]] = {
+    "destinations": ("direction_code", "subcode"),
+    "devices": ("device_type",),
+    "dids": ("status",),
+    "users": ("usertype",),
+}
+
+
 def _read_tables(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
     out: dict[str, tuple[Any, ...]] = {}
     for table, cls in REF_TABLES.items():
-        cols = ", ".join(f'"{c}"' for c in _columns(cls))
-        out[table] = tuple(cls(*row) for row in conn.execute(f'SELECT {cols} FROM "{table}" ORDER BY id'))
+        names = _columns(cls)
+        cols = ", ".join(f'"{c}"' for c in names)
+        rows = conn.execute(f'SELECT {cols} FROM "{table}" ORDER BY id')
+        shared = [names.index(c) for c in _SHARED_TEXT.get(table, ())]
+        if shared:
+            pool: dict[str, str] = {}
+            records = []
+            for row in rows:
+                values = list(row)
+                for i in shared:
+                    values[i] = pool.setdefault(values[i], values[i])
+                records.append(cls(*values))
+            out[table] = tuple(records)
+        else:
+            out[table] = tuple(cls(*row) for row in rows)
     return out
 
 
@@ -300,7 +317,6 @@ class _Col:
 
 
 def _table_columns(cls: type) -> dict[str, _Col]:
-    from dataclasses import MISSING
     out = {}
     for f in fields(cls):
         kind = int if f.type in ("int", int) else str
@@ -467,7 +483,7 @@ def _validate(state: Mapping[str, Mapping[int, _Entry]], source: str) -> None:
     """Field values, unique keys and references of the resulting state; raises on the first problem,
     blaming the imported row when one is involved."""
 
-    def fail(table: str, entry: _Entry, reason: str) -> None:
+    def fail(table: str, entry: _Entry, reason: str) -> NoReturn:
         if entry.row is None:
             raise ImportValidationError(table, None, reason, source=source, existing_id=entry.record.id)
         raise ImportValidationError(table, entry.row, reason, source=source)
@@ -533,7 +549,8 @@ def _validate(state: Mapping[str, Mapping[int, _Entry]], source: str) -> None:
         ref("locationrules", e, "location_id", "locations", optional=False)
         flag("locationrules", e, "enabled")
         if r.lr_type not in LR_TYPES:
-            fail("locationrules", e, f"lr_type must be one of {', '.join(sorted(LR_TYPES))}, got {r.lr_type!r}")
+            fail("locationrules", e,
+                 f"lr_type must be one of {', '.join(sorted(LR_TYPES))}, got {r.lr_type!r}")
         if r.minlen < 0 or r.maxlen < r.minlen:
             fail("locationrules", e, f"need 0 <= minlen <= maxlen, got minlen {r.minlen} maxlen {r.maxlen}")
 

@@ -12,7 +12,14 @@ from collector.refmodel import (
     DestinationGroup, Device, Did, Direction, Provider, RefData, Server, User,
 )
 
-__all__ = ["RefIndex"]
+__all__ = ["RefIndex", "tech_class"]
+
+
+def tech_class(tech: str) -> str:
+    """Channel technologies naming the same peers: PJSIP and SIP are one class (a MOR SIP device may
+    be served by either driver); the others compare case-insensitively."""
+    t = tech.upper()
+    return "SIP" if t in ("SIP", "PJSIP") else t
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class _Call:
     answer_time: float | None = None
     start_time: float = 0.0
     view: CallView | None = None
+    caller: _Channel | None = None  # the A-leg as last seen: the call keeps its identity after it leaves
 
 
 @dataclass(slots=True)
@@ -498,8 +499,12 @@ class CallTracker:
     def _view(self, srv: _Server, call: _Call) -> CallView:
         chans = sorted(call.channels.values(), key=lambda c: (c.created, c.uniqueid))
         a_leg = call.channels.get(call.linkedid)
-        if a_leg is None:
-            a_leg = next((c for c in chans if not c.is_local), chans[0])
+        if a_leg is not None:
+            call.caller = a_leg
+        elif call.caller is not None:
+            a_leg = call.caller  # the caller left (transfer, or the first of two hangups): same call
+        else:  # first seen mid-call (resync) without its A-leg
+            a_leg = call.caller = next((c for c in chans if not c.is_local), chans[0])
         answered = False
         bridges: dict[str, int] = {}
         best_b: _Channel | None = None
@@ -522,7 +527,8 @@ class CallTracker:
             call.answer_time = srv.now
         if not call.dst and a_leg.exten not in _IGNORED_EXTENS:
             call.dst = a_leg.exten
-        legs = [Leg(a_leg.uniqueid, a_leg.name, a_leg.state, a_leg.is_local, a_leg.created)]
+        legs = [Leg(a_leg.uniqueid, a_leg.name, a_leg.state, a_leg.is_local, a_leg.created)] \
+            if a_leg.uniqueid in call.channels else []
         legs.extend(Leg(c.uniqueid, c.name, c.state, c.is_local, c.created) for c in chans if c is not a_leg)
         return CallView(
             server_id=srv.server_id,

@@ -28,7 +28,8 @@ def _check_invariants(trk: CallTracker) -> None:
     uids = [leg.uniqueid for c in calls for leg in c.legs]
     assert len(uids) == len(set(uids))
     for c in calls:
-        assert c.legs and c.legs[0].uniqueid == c.uniqueid
+        assert c.legs
+        assert c.legs[0].uniqueid == c.uniqueid or c.uniqueid not in {leg.uniqueid for leg in c.legs}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

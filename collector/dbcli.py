@@ -1,0 +1,151 @@
+"""``collector db …``: create, fill and dump the reference database.
+
+``register(subparsers)`` adds the ``db`` command to the main CLI; every leaf parser sets ``func`` to a
+handler ``(args) -> exit code`` (0 ok, 2 invalid input with one line on stderr, 1 database failure).
+``python -m collector.dbcli db …`` runs it standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from collector.refdata import (
+    DEFAULT_DB_PATH, REF_TABLES, SCHEMA_VERSION, RefDataError, export_db, import_file, init_db, load_demo,
+)
+
+__all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_init", "main", "register"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+_DB_HELP = f"SQLite database file (default: {DEFAULT_DB_PATH}); created with its directory if missing"
+_IMPORT_EPILOG = f"""\
+file formats:
+  JSON  an object {{"<table>": [{{"<column>": value, ...}}, ...], ...}}; numbers that are identifiers
+        (DIDs, prefixes, extensions, peer names) are strings, ids and flags are integers
+  CSV   one table per file, named after it (devices.csv, dids.csv …), a header line of column names
+
+tables: {", ".join(REF_TABLES)}
+
+Rows are upserted by id (--replace empties the tables named in the file first). The file is checked
+as a whole (types, required columns, references, duplicates) and imported in one transaction: one bad
+row rejects the file, naming table, row and reason, and nothing is written.
+"""
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="PATH", default=DEFAULT_DB_PATH, help=_DB_HELP)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """Add ``db init|import|demo|export`` to a CLI's subparsers; returns the ``db`` parser."""
+    db = subparsers.add_parser(
+        "db", help="reference data database: init, import, demo, export",
+        description="Manage the reference data (users, devices, providers, DIDs, destinations, "
+                    "localization rules …) the collector enriches live calls with. Tables and columns "
+                    "follow MOR's names.")
+    sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="create the database or apply pending schema migrations",
+                       description=f"Create the database file (WAL mode) or migrate it to schema version "
+                                   f"{SCHEMA_VERSION}. Safe to run any number of times.")
+    _add_db(p)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("import", help="import a JSON or CSV file of reference data (all or nothing)",
+                       description="Validate FILE and import it in one transaction.",
+                       epilog=_IMPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", help="a .json file {table: [rows]} or a <table>.csv file")
+    p.add_argument("--replace", action="store_true",
+                   help="delete the existing rows of the tables present in FILE before importing")
+    _add_db(p)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("demo", help="load the bundled demo data (matches the bundled AMI traces)",
+                       description="Write the demo reference data: admin (id 0, API secret "
+                                   "'demo-admin-secret'), a reseller, users, SIP 101/102, IAX2 201, "
+                                   "providers prov1/prov2, DIDs 37052000001-3/7, destinations for "
+                                   "PHL/LTU/GBR/DEU, Global localization of 00 numbers. Upserts by id.")
+    _add_db(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="dump every reference table as JSON (re-importable)",
+                       description="Write all reference tables as one JSON object that `db import` "
+                                   "accepts, to FILE or standard output.")
+    p.add_argument("--out", metavar="FILE", help="write to FILE (atomically) instead of standard output")
+    _add_db(p)
+    p.set_defaults(func=cmd_export)
+    return db
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    sys.stderr.write(f"collector db {command}: error: {message}\n")
+    return code
+
+
+def _run(command: str, action: Callable[[], None]) -> int:
+    try:
+        action()
+    except (RefDataError, OSError) as exc:
+        return _fail(command, str(exc).replace("\n", " "), 2)
+    except sqlite3.Error as exc:
+        return _fail(command, f"database error: {exc}", 1)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    def action() -> None:
+        version = init_db(args.db)
+        print(f"{args.db}: schema version {version}")
+    return _run("init", action)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    def action() -> None:
+        counts = import_file(args.db, args.file, replace=args.replace)
+        summary = ", ".join(f"{t} {n}" for t, n in counts.items()) or "nothing"
+        print(f"{args.db}: imported {summary} from {args.file}")
+    return _run("import", action)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    def action() -> None:
+        counts = load_demo(args.db)
+        print(f"{args.db}: demo data loaded ({sum(counts.values())} rows)")
+    return _run("demo", action)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    def action() -> None:
+        text = json.dumps(export_db(args.db), indent=1, ensure_ascii=False) + "\n"
+        if not args.out:
+            sys.stdout.write(text)
+            return
+        out = Path(args.out)
+        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return _run("export", action)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="collector")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    handler: Handler = args.func
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
