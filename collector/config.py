@@ -157,7 +157,7 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
         raise r.fail("collector", "log_level", f"one of {', '.join(_LOG_LEVELS)}")
     collector = CollectorSettings(
         log_level=level,
-        reconcile_interval=r.float("collector", "reconcile_interval", 60.0, 1.0, 86400.0),
+        reconcile_interval=r.float("collector", "reconcile_interval", 60.0, 0.1, 86400.0),
         ping_interval=r.float("collector", "ping_interval", 10.0, 0.1, 3600.0),
         ping_timeout=r.float("collector", "ping_timeout", 5.0, 0.1, 600.0),
         resync_timeout=r.float("collector", "resync_timeout", 15.0, 0.1, 600.0),

@@ -122,9 +122,9 @@ class Daemon:
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=api_settings(s), clock=time.time)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.api.status_token) if s.api.status_token else None)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api.listen, s.api.port, shutdown_timeout=2.0)
+        site = web.TCPSite(self._runner, s.api.listen, s.api.port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.api.port

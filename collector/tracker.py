@@ -92,7 +92,8 @@ class _Server:
     calls: dict[str, _Call] = field(default_factory=dict)
     tombstones: OrderedDict[str, float] = field(default_factory=OrderedDict)
     bridges: dict[str, set[str]] = field(default_factory=dict)  # BridgeUniqueid -> member Uniqueids
-    now: float = 0.0
+    now: float = 0.0  # the latest time seen on this server's stream
+    event_time: float = 0.0  # the time of the message being applied
     seq: int = 0
     gen: int = 0
     snapshot: _Snapshot | None = None
@@ -170,13 +171,17 @@ class CallTracker:
             srv.stats.ignored += 1
             return _NO_CHANGES
         ts = msg.get("Timestamp") or msg.get(RX_TIME_KEY)
+        t = srv.now
         if ts:
             try:
                 t = float(ts)
             except ValueError:
-                t = srv.now
+                pass
             if t > srv.now:
                 srv.now = t
+        # times recorded for this message (creation, answer) are its own, so one message stamped on
+        # another clock (a resync item after a reconnect) cannot shift the times of later events
+        srv.event_time = t
         srv.seq += 1
         touched: set[str] = set()
         try:
@@ -258,7 +263,7 @@ class CallTracker:
                 return None
             ch = _Channel(uid, linkedid, name, _int(msg.get(prefix + "ChannelState")),
                           msg.get(prefix + "CallerIDNum", ""), msg.get(prefix + "CallerIDName", ""),
-                          msg.get(prefix + "Exten", ""), srv.now, name.startswith("Local/"))
+                          msg.get(prefix + "Exten", ""), srv.event_time, name.startswith("Local/"))
             srv.channels[uid] = ch
             self._attach(srv, ch, touched)
         else:
@@ -448,7 +453,7 @@ class CallTracker:
             return
         if not known:
             srv.stats.resync_added += 1
-            ch.created = srv.now - _duration_seconds(msg.get("Duration", ""))
+            ch.created = srv.event_time - _duration_seconds(msg.get("Duration", ""))
             call = srv.calls.get(ch.linkedid)
             if call is not None and ch.created < call.start_time:
                 call.start_time = ch.created
@@ -524,7 +529,7 @@ class CallTracker:
         if not answered and any(n >= 2 for n in bridges.values()):
             answered = True
         if answered and call.answer_time is None:
-            call.answer_time = srv.now
+            call.answer_time = srv.event_time
         if not call.dst and a_leg.exten not in _IGNORED_EXTENS:
             call.dst = a_leg.exten
         legs = [Leg(a_leg.uniqueid, a_leg.name, a_leg.state, a_leg.is_local, a_leg.created)] \
