@@ -1,0 +1,56 @@
+"""Shared pytest fixtures.
+
+* ``traces_dir``: the bundled real Asterisk traces (``tests/traces``; never ``/work/shared`` at test time).
+* ``replay_server``: factory starting a :class:`collector.replay.ReplayServer` on 127.0.0.1 with an ephemeral
+  port, closed at teardown. ``await replay_server("basic_outbound", fast=True)`` → started server (``.port``);
+  arguments are scenario names (all their session files, in order) or paths; keywords go to ReplayServer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.replay import ReplayServer
+
+TRACES_DIR = Path(__file__).parent / "traces"
+
+ReplayFactory = Callable[..., Awaitable[ReplayServer]]
+
+
+def scenario_files(name: str, root: Path = TRACES_DIR) -> list[Path]:
+    """Session files of a scenario in replay order: ``NAME.ami[.gz]`` then ``NAME.part2.ami[.gz]``."""
+    files = [root / f"{name}{part}{ext}" for part in ("", ".part2") for ext in (".ami", ".ami.gz")]
+    found = [f for f in files if f.exists()]
+    if not found:
+        raise FileNotFoundError(f"no trace named {name!r} in {root}")
+    return found
+
+
+@pytest.fixture
+def traces_dir() -> Path:
+    return TRACES_DIR
+
+
+@pytest.fixture
+async def replay_server() -> AsyncIterator[ReplayFactory]:
+    servers: list[ReplayServer] = []
+
+    async def make(*traces: str | Path, **kwargs: Any) -> ReplayServer:
+        paths: list[Path] = []
+        for t in traces:
+            p = Path(t)
+            paths.extend([p] if p.suffix in (".ami", ".gz") or p.exists() else scenario_files(str(t)))
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("port", 0)
+        server = ReplayServer(paths, **kwargs)
+        servers.append(server)
+        await server.start()
+        return server
+
+    yield make
+    for server in servers:
+        await server.close()
