@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import hashlib
 import logging
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -180,7 +181,11 @@ async def _record(args: argparse.Namespace) -> int:
     from collector.record import record
 
     setup_logging("INFO")
-    n = await record(args.host, args.port, args.username, args.secret, args.out, events=args.events)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # Ctrl-C: Logoff, read to the Goodbye, flush
+    n = await record(args.host, args.port, args.username, args.secret, args.out, events=args.events, stop=stop)
     log.info("recorded bytes=%d file=%s", n, args.out)
     return 0
 
