@@ -1,0 +1,110 @@
+"""One test per panoramisk 1.4 defect that collector/ami_protocol.py and ami_session.py work around
+(notes/ami.md §5.4); the over-the-wire ones (UTF-8 split, silent server) are in test_daemon_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from collector.ami_framing import AmiMessage
+from collector.ami_protocol import FramedAMIProtocol
+from collector.ami_session import AmiSession
+from collector.config import AmiServerSettings, CollectorSettings, Secret
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _protocol(sink: object) -> tuple[FramedAMIProtocol, _Transport]:
+    proto = FramedAMIProtocol(sink, "t")  # type: ignore[arg-type]
+    transport = _Transport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def test_an_exception_in_the_event_handler_does_not_close_the_connection() -> None:
+    seen: list[AmiMessage] = []
+
+    def sink(msg: AmiMessage) -> None:
+        seen.append(msg)
+        if msg.get("Event") == "Boom":
+            raise RuntimeError("handler bug")
+
+    proto, transport = _protocol(sink)
+    proto.data_received(b"Event: Boom\r\nX: 1\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")
+    assert [m["Event"] for m in seen] == ["Boom", "Hangup"]
+    assert not transport.closed
+
+
+async def test_repeated_event_header_does_not_close_the_connection() -> None:
+    seen: list[AmiMessage] = []
+    proto, transport = _protocol(seen.append)
+    proto.data_received(b"Event: UserEvent\r\nUserEvent: x\r\nEvent: other\r\n\r\n")
+    assert seen[0]["Event"] == "UserEvent" and not transport.closed
+
+
+async def test_replies_to_panoramisk_actions_resolve_their_futures_and_skip_the_sink() -> None:
+    seen: list[AmiMessage] = []
+    proto, transport = _protocol(seen.append)
+    fut = proto.send({"Action": "Ping", "ActionID": "p-1"})
+    assert b"Action: Ping" in transport.written
+    proto.data_received(b"Response: Success\r\nActionID: p-1\r\nPing: Pong\r\n\r\n")
+    assert (await asyncio.wait_for(fut, 1)).ping == "Pong"
+    assert seen == []
+
+
+async def test_untimed_messages_get_the_streams_clock() -> None:
+    seen: list[AmiMessage] = []
+    proto, _ = _protocol(seen.append)
+    proto.data_received(b"Event: Newstate\r\nTimestamp: 1000.5\r\nUniqueid: 1\r\n\r\n"
+                        b"Event: CoreShowChannel\r\nActionID: resync-x-1\r\nUniqueid: 1\r\n\r\n")
+    rx = float(seen[1]["_RxTime"])
+    assert 1000.5 <= rx < 1001.5  # the stream's clock, not the local wall clock
+
+
+def _session(port: int, **kw: float) -> AmiSession:
+    cfg = AmiServerSettings(name="s", host="127.0.0.1", port=port, username="u", secret=Secret("p"), server_id=1)
+    return AmiSession(cfg, CollectorSettings(**kw), lambda _sid, _msg: None)  # type: ignore[arg-type]
+
+
+async def test_an_action_while_disconnected_fails_at_once_instead_of_hanging() -> None:
+    session = _session(1)
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(session.resync(), 1)
+
+
+async def test_logged_in_means_login_accepted_not_tcp_connected(tmp_path: Path) -> None:
+    # panoramisk's connect() resolves on TCP connect; a server that never answers Login is not "up"
+    accepted = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        accepted.set()
+        await reader.read()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    session = _session(port, ping_interval=3600)
+    await session.start()
+    try:
+        await asyncio.wait_for(accepted.wait(), 5)
+        await asyncio.sleep(0.2)  # the server stays mute: nothing to await but time
+        assert session.status.connected and not session.status.logged_in and not session.logged_in.is_set()
+    finally:
+        await session.stop()
+        server.close()
