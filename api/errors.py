@@ -6,6 +6,7 @@ wording of every error lives here and the tests can compare it byte for byte wit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 __all__ = [
@@ -29,11 +30,13 @@ class Envelope(Enum):
 class MorError(Exception):
     """An answer that is not a list of calls. ``http_status`` is 200 except for transport failures."""
 
-    def __init__(self, text: str, envelope: Envelope = Envelope.PAGE, http_status: int = 200) -> None:
+    def __init__(self, text: str, envelope: Envelope = Envelope.PAGE, http_status: int = 200,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(text)
         self.text = text
         self.envelope = envelope
         self.http_status = http_status
+        self.headers: Mapping[str, str] = headers or {}
 
     def __repr__(self) -> str:
         return f"MorError({self.text!r}, {self.envelope.name}, {self.http_status})"

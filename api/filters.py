@@ -124,12 +124,12 @@ def build_filters(query: ActiveCallsQuery, scope: Scope) -> list[RowPredicate]:
         preds.append(lambda row: row.info.provider_id == provider_id)
 
     if query.s_did is not None:
-        match = like_to_regex(query.s_did).fullmatch
-        did_ids = frozenset(d.id for d in refs.dids.values()
-                            if match(d.did) is not None and scope.did_visible(d))
-        if not did_ids:
+        # Existence is judged on the DIDs the caller may see (no probing of others' numbers); the rows,
+        # already scoped, are matched on their own DID number, so "%" means "every call via a DID".
+        did_match = like_to_regex(query.s_did).fullmatch
+        if not any(did_match(d.did) is not None and scope.did_visible(d) for d in refs.dids.values()):
             raise MorError(DID_NOT_FOUND)
-        preds.append(lambda row: row.info.did_id in did_ids)
+        preds.append(lambda row: bool(row.info.did) and did_match(row.info.did) is not None)
 
     if query.s_destination is not None:
         preds.append(_like(query.s_destination, lambda row: row.info.localized_dst))

@@ -27,6 +27,7 @@ class ApiSettings:
     max_body: int = 64 * 1024  # larger bodies → HTTP 413
     body_timeout: float = 10.0  # seconds to receive the whole body → HTTP 408
     hide_older_than_hours: float | None = None  # MOR's Hide_active_calls_longer_than (MOR default 24)
+    prerender_interval: float | None = 0.5  # seconds between background row-rendering passes; None = off
     paths: tuple[str, ...] = DEFAULT_PATHS
 
     def __post_init__(self) -> None:
@@ -40,6 +41,8 @@ class ApiSettings:
                 raise ValueError(f"{name} must be positive")
         if self.body_timeout <= 0:
             raise ValueError("body_timeout must be positive")
+        if self.prerender_interval is not None and self.prerender_interval <= 0:
+            raise ValueError("prerender_interval must be positive (or None for no background rendering)")
         if self.hide_older_than_hours is not None and self.hide_older_than_hours <= 0:
             raise ValueError("hide_older_than_hours must be positive (or None to show every call)")
         if not self.paths or any(not p.startswith("/") for p in self.paths):

@@ -1,0 +1,90 @@
+"""Application factory: the MOR route(s), the error middleware and typed AppKeys; no global app.
+
+Extend it by passing ``routes``/``middlewares`` or by adding routes to the returned (not yet
+started) application; ``DEPS_KEY`` gives other handlers the same dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from api.active_calls import active_calls_get, xml_response
+from api.deps import DEPS_KEY, RENDERER_KEY, ApiDeps
+from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.settings import ApiSettings
+from api.xml import RowRenderer, render_error, render_status
+
+__all__ = ["ApiDeps", "ApiSettings", "DEPS_KEY", "create_app", "mor_error_middleware"]
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def mor_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``MorError`` → its envelope; any other exception → logged, ``<status><error>Internal Error``."""
+    try:
+        return await handler(request)
+    except MorError as err:
+        return xml_response(render_error(err), err.http_status, err.headers)
+    except web.HTTPRequestEntityTooLarge:  # aiohttp's own client_max_size, on routes added by others
+        return xml_response(render_status(TOO_LARGE, Envelope.STATUS), 413)
+    except web.HTTPException:
+        raise  # deliberate HTTP answers (404 for unknown paths, redirects …)
+    except Exception:
+        log.exception("api unexpected error method=%s path=%s", request.method, request.path)
+        return xml_response(render_status(INTERNAL_ERROR, Envelope.STATUS), 500)
+
+
+_PRERENDER_BATCH = 200  # rows per slice (~8 ms of lxml work) before yielding to the loop
+
+
+async def _prerender(app: web.Application) -> None:
+    """Keep the row cache warm so a full list right after start-up or a reload is not a cold render."""
+    deps, renderer = app[DEPS_KEY], app[RENDERER_KEY]
+    interval = deps.settings.prerender_interval or 0.5
+    failing = False
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            rows = deps.rows()
+            while renderer.warm(rows, _PRERENDER_BATCH) == _PRERENDER_BATCH:
+                await asyncio.sleep(0)
+            renderer.prune(rows, len(rows))
+            failing = False
+        except Exception:
+            if not failing:  # once per failure streak, not every interval
+                log.exception("api prerender failed")
+            failing = True
+
+
+async def _prerender_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_prerender(app), name="api-prerender")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
+               middlewares: Iterable[Middleware] = ()) -> web.Application:
+    """A ready-to-run application serving ``active_calls_get`` on ``deps.settings.paths``.
+
+    ``middlewares`` run inside the error middleware, so their exceptions are rendered too."""
+    settings = deps.settings
+    app = web.Application(middlewares=[mor_error_middleware, *middlewares],
+                          client_max_size=settings.max_body)
+    app[DEPS_KEY] = deps
+    app[RENDERER_KEY] = RowRenderer(settings.zone())
+    for path in settings.paths:
+        app.router.add_route("*", path, active_calls_get)
+    app.router.add_routes(list(routes))
+    if settings.prerender_interval is not None:
+        app.cleanup_ctx.append(_prerender_ctx)
+    return app

@@ -1,0 +1,33 @@
+"""What the API needs from the daemon, and the typed AppKeys it is stored under.
+
+Separate from ``app`` so handlers can import the keys without importing the app factory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from api.settings import ApiSettings
+from api.xml import RowRenderer
+from collector.live_table import LiveCall
+from collector.refindex import RefIndex
+
+__all__ = ["ApiDeps", "DEPS_KEY", "RENDERER_KEY"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiDeps:
+    """Read-only views of the daemon's state; each request calls ``rows()`` and ``refs()`` once."""
+
+    rows: Callable[[], Sequence[LiveCall]]  # e.g. LiveTable.rows: an immutable snapshot
+    refs: Callable[[], RefIndex]  # current reference data (swapped whole on reload)
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    clock: Callable[[], float] = time.time  # Unix time "now", for duration and the stale-row guard
+
+
+DEPS_KEY = web.AppKey("api_deps", ApiDeps)
+RENDERER_KEY = web.AppKey("api_row_renderer", RowRenderer)
