@@ -133,7 +133,10 @@ class AmiSession:
         self._manager = _Manager(
             self,
             host=self.cfg.host, port=self.cfg.port, username=self.cfg.username,
-            secret=str(self.cfg.secret), events=self.cfg.events, loop=loop,
+            secret=str(self.cfg.secret), loop=loop,
+            # with a session filter, log in deaf, add the filter, then turn events on: no event slips
+            # through in the gap between login and filter
+            events="off" if self.cfg.send_filter else self.cfg.events,
             ping_delay=10**9, ping_interval=10**9,  # our own pinger has a pong timeout
             reconnect_timeout=self.settings.reconnect_min,
             protocol_factory=lambda: FramedAMIProtocol(self._on_message, self.name, NOISE_EVENTS, self._on_bytes),
@@ -230,7 +233,8 @@ class AmiSession:
         log.info("ami logged in server=%s username=%s events=%s", self.name, self.cfg.username, self.cfg.events)
         if self.cfg.send_filter:
             asyncio.ensure_future(self._send_filter())
-        self.request_resync()
+        else:
+            self.request_resync()
 
     def _next_delay(self) -> float:
         if self._auth_failed:
@@ -337,6 +341,8 @@ class AmiSession:
         mgr = self._manager
         if mgr is None:
             return
+        # POSIX ERE over the whole event text, unanchorable per line: "Event: Hangup" also admits
+        # HangupRequest, which the tracker uses anyway
         regex = "Event: (" + "|".join(TRACKED_EVENTS) + ")"
         try:
             resp = await asyncio.wait_for(
@@ -344,3 +350,8 @@ class AmiSession:
             log.info("ami filter server=%s response=%s", self.name, resp.get("Response"))
         except Exception as exc:
             log.warning("ami filter failed server=%s error=%s (needs write=system)", self.name, exc)
+        try:
+            await asyncio.wait_for(mgr.send_action({"Action": "Events", "EventMask": self.cfg.events}), 5.0)
+        except Exception as exc:
+            log.warning("ami events mask failed server=%s error=%s", self.name, exc)
+        self.request_resync()

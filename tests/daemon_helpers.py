@@ -18,7 +18,7 @@ from collector.tracker import CallTracker
 ADMIN_SECRET_OWNER = "admin"
 
 
-def settings_for(tmp: Path, ami_ports: Iterable[int], **collector: object) -> Settings:
+def settings_for(tmp: Path, ami_ports: Iterable[int], server_extra: str = "", **collector: object) -> Settings:
     db = tmp / "collector.db"
     if not db.exists():
         load_demo(db)
@@ -29,7 +29,7 @@ def settings_for(tmp: Path, ami_ports: Iterable[int], **collector: object) -> Se
     lines += ["[api]", "listen = 127.0.0.1", "port = 0", "[database]", f"path = {db}"]
     for i, port in enumerate(ami_ports, start=1):
         lines += [f"[server:pbx{i}]", "host = 127.0.0.1", f"port = {port}", "username = collector",
-                  "secret = s3cret", f"server_id = {i}"]
+                  "secret = s3cret", f"server_id = {i}", server_extra]
     return parse_settings("\n".join(lines), source=str(tmp / "test.ini"))
 
 

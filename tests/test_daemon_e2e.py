@@ -270,6 +270,20 @@ async def test_two_servers_one_flapping_never_loses_the_healthy_ones_calls(tmp_p
             assert daemon.sessions[0].status.reconnects == 0
 
 
+async def test_server_side_filter_leaves_only_tracked_events(tmp_path: Path) -> None:
+    # transfers and pickups emit call-class events the tracker does not use (BlindTransfer, Hold …)
+    ignored = {}
+    for send_filter in ("no", "yes"):
+        async with ReplayServer(scenario_files("dev_transfers"), port=0, fast=True) as replay:
+            settings = settings_for(tmp_path / send_filter, [replay.port], server_extra=f"send_filter = {send_filter}")
+            async with running_daemon(settings) as daemon:
+                await replay.wait_finished(timeout=30)
+                await barrier(daemon)
+                assert len(daemon.live) == 0
+                ignored[send_filter] = daemon.tracker.stats(1).ignored
+    assert ignored["no"] > 0 and ignored["yes"] == 0
+
+
 def test_trace_fixtures_are_gzip_or_plain() -> None:
     # the tools read .ami.gz as well as .ami
     gz = scenario_files("concurrent_load")[0]
