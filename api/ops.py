@@ -4,6 +4,13 @@ They need no MOR hash. Keep them private by the bind address (127.0.0.1 by defau
 ``[api] status_token``: then ``/status`` and ``/metrics`` want ``?token=`` or ``Authorization: Bearer``.
 Gauges are computed from the live table at scrape time (never +1/−1 counters, which drift); counters
 come from the sessions' and tracker's own tallies. One registry per app: no global metric state.
+
+Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connected{server}``,
+``ami_last_event_age_seconds{server}``, ``ami_events_total{server}``, ``ami_reconnects_total{server}``,
+``ami_auth_failures_total{server}``, ``resyncs_total{server}``, ``reconcile_corrections_total{server,kind}``,
+``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version}``,
+``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``.
+A 401 carries ``WWW-Authenticate: Bearer``.
 """
 
 from __future__ import annotations
@@ -79,6 +86,13 @@ class _StateCollector:
             corrections.add_metric([st.name, "added"], ts.resync_added)
             corrections.add_metric([st.name, "removed"], ts.resync_removed)
         yield from (connected, age, events, reconnects, auth, resyncs, corrections)
+        ok, _why = d.ready()
+        ready = GaugeMetricFamily(f"{PREFIX}_ready", "1 when /readyz answers 200 (reference data loaded, "
+                                  "enough AMI servers logged in)")
+        ready.add_metric([], 1 if ok else 0)
+        yield ready
+        yield CounterMetricFamily(f"{PREFIX}_reloads", "Reference data reloads (SIGHUP) completed",
+                                  value=d.reloads)
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__})
         yield info
@@ -88,10 +102,14 @@ def _authorized(request: web.Request, token: str | None) -> bool:
     if not token:
         return True
     given = request.query.get("token", "")
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        given = auth[7:]
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        given = credentials.strip()
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+#: RFC 6750: a 401 names the scheme it wants.
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="collector"'}
 
 
 def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None = None) -> None:
@@ -131,7 +149,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
 
     async def status(request: web.Request) -> web.Response:
         if not _authorized(request, token):
-            return web.json_response({"error": "token required"}, status=401)
+            return web.json_response({"error": "token required"}, status=401, headers=_CHALLENGE)
         now = time.time()
         servers = []
         per_server = Counter(row.call.server_id for row in daemon.live.rows())
@@ -159,7 +177,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
 
     async def metrics(request: web.Request) -> web.Response:
         if not _authorized(request, token):
-            return web.Response(status=401, text="token required\n")
+            return web.Response(status=401, text="token required\n", headers=_CHALLENGE)
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -124,6 +124,7 @@ class AmiSession:
         self._resync_seq = 0
         self._resync_waiters: dict[str, asyncio.Future[int]] = {}
         self._resync_wanted = asyncio.Event()
+        self._drop_reason: str | None = None  # why we aborted the link ourselves, for the disconnect line
         self._tasks: list[asyncio.Task[None]] = []
         self.resync_done = asyncio.Condition()
 
@@ -178,6 +179,7 @@ class AmiSession:
         transport = getattr(getattr(mgr, "protocol", None), "transport", None)
         log.warning("ami dropping connection server=%s reason=%s", self.name, why)
         self.status.last_error = why
+        self._drop_reason = why
         if transport is not None:
             transport.abort()
 
@@ -202,14 +204,18 @@ class AmiSession:
             if not fut.done():
                 fut.set_exception(ConnectionError("disconnected during resync"))
         self._resync_waiters.clear()
+        ours, self._drop_reason = self._drop_reason, None
+        reason = str(exc) if exc is not None else (ours or "eof")
         if self.stopping:
             return
+        if ours is None:  # drop_connection already recorded why
+            self.status.last_error = f"disconnected: {reason}"
         self.status.reconnects += 1
         delay = self._next_delay()
         if self._manager is not None:
             self._manager.reconnect_timeout = delay
         log.warning("ami disconnected server=%s was_logged_in=%s error=%s retry_in=%.1fs",
-                    self.name, was, exc or self.status.last_error or "eof", delay)
+                    self.name, was, reason, delay)
 
     def _login_result(self, ok: bool, future: asyncio.Future) -> None:  # type: ignore[type-arg]
         if not ok:
@@ -220,10 +226,9 @@ class AmiSession:
                 message = future.result().get("Message", "")
             except Exception:
                 pass
-            self.status.last_error = f"authentication failed: {message}"
             log.error("ami authentication failed server=%s username=%s message=%r; retrying in %.0fs",
                       self.name, self.cfg.username, message, self.settings.auth_retry)
-            self.drop_connection("authentication failed")
+            self.drop_connection(f"authentication failed: {message}")
             return
         self._auth_failed = False
         self._attempt = 0

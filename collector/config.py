@@ -82,12 +82,15 @@ class Settings:
 
 
 class _Reader:
-    def __init__(self, parser: configparser.ConfigParser, source: str) -> None:
+    def __init__(self, parser: configparser.ConfigParser, source: str,
+                 sources: dict[tuple[str, str], str] | None = None) -> None:
         self.parser = parser
         self.source = source
+        self.sources = sources or {}  # (section, key) -> the file that set it last (conf.d drop-ins)
 
     def fail(self, section: str, key: str, why: str) -> ConfigError:
-        return ConfigError(f"{self.source}: [{section}] {key}: {why}")
+        where = self.sources.get((section, key.lower()), self.source)
+        return ConfigError(f"{where}: [{section}] {key}: {why}")
 
     def raw(self, section: str, key: str) -> str | None:
         if not self.parser.has_section(section) or not self.parser.has_option(section, key):
@@ -140,13 +143,14 @@ class _Reader:
         raise self.fail(section, key, f"not a boolean (yes/no): {value!r}")
 
 
-def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = None) -> Settings:
+def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = None,
+                   sources: dict[tuple[str, str], str] | None = None) -> Settings:
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
-    r = _Reader(parser, source)
+    r = _Reader(parser, source, sources)
     known = {"collector", "api", "database"}
     for section in parser.sections():
         if section not in known and not section.startswith("server:"):
@@ -225,21 +229,28 @@ def load_settings(path: Path) -> Settings:
     """Read ``path`` plus ``conf.d/*.ini`` beside it (later files override keys of earlier ones)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    texts = [path.read_text(encoding="utf-8")]
+    files = [path]
     confd = path.parent / "conf.d"
     if confd.is_dir():
-        texts.extend(p.read_text(encoding="utf-8") for p in sorted(confd.glob("*.ini")))
+        files.extend(sorted(confd.glob("*.ini")))
     merged = configparser.ConfigParser(interpolation=None)
-    try:
-        for i, text in enumerate(texts):
-            merged.read_string(text, source=str(path) if i == 0 else f"{confd}/*.ini")
-    except configparser.Error as exc:
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    sources: dict[tuple[str, str], str] = {}
+    for f in files:
+        one = configparser.ConfigParser(interpolation=None)
+        try:
+            text = f.read_text(encoding="utf-8")
+            one.read_string(text, source=str(f))
+            merged.read_string(text, source=str(f))
+        except configparser.Error as exc:
+            raise ConfigError(f"{f}: {str(exc).splitlines()[0]}") from None
+        for section in one.sections():
+            for key in one.options(section):
+                sources[(section, key)] = str(f)
     lines = []
     for section in merged.sections():
         lines.append(f"[{section}]")
         for key, value in merged.items(section, raw=True):
             lines.append(f"{key} = {value}")
-    settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent)
+    settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent, sources=sources)
     return Settings(path=path, collector=settings.collector, api=settings.api,
                     database=settings.database, servers=settings.servers)

@@ -27,7 +27,7 @@ from collector.config import ConfigError, Settings, load_settings
 from collector.durable import DurableTable
 from collector.enrich import Enricher
 from collector.live_table import LiveTable
-from collector.logsetup import set_level
+from collector.logsetup import add_secrets, set_level
 from collector.refdata import load_refdata, open_db
 from collector.refindex import RefIndex
 from collector.sdnotify import Notifier
@@ -56,9 +56,11 @@ class Daemon:
     started_at: float = field(default_factory=time.time)
     port: int = 0
     reloads: int = 0
+    log_level: str = ""  # the level in force (config at start, then whatever the last reload set)
     _runner: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _ready: bool = False  # READY=1 sent
 
     # ------------------------------------------------------------------ reference data
     def load_reference(self) -> RefIndex:
@@ -68,6 +70,7 @@ class Daemon:
 
     def apply_reference(self, index: RefIndex) -> int:
         self.refs = index
+        add_secrets(u.api_secret_key for u in index.data.users)  # never printed, whatever logs them
         enricher = Enricher(index)
         return self.live.set_enricher(enricher.enrich)
 
@@ -77,8 +80,11 @@ class Daemon:
         try:
             if self.settings.path is not None:
                 new = load_settings(self.settings.path)
-                if new.collector.log_level != self.settings.collector.log_level:
+                add_secrets([str(srv.secret) for srv in new.servers] + [str(new.api.status_token or "")])
+                current = self.log_level or self.settings.collector.log_level
+                if new.collector.log_level != current:
                     set_level(new.collector.log_level)
+                    self.log_level = new.collector.log_level
                     log.info("reload log_level=%s", new.collector.log_level)
             old = self.refs
             index = self.load_reference()
@@ -105,6 +111,8 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
+        self.log_level = s.collector.log_level
+        add_secrets([str(srv.secret) for srv in s.servers] + [str(s.api.status_token or "")])
         self.settings.database.parent.mkdir(parents=True, exist_ok=True)
         index = self.load_reference()
         self.apply_reference(index)
@@ -137,6 +145,7 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="sd-status"))
         self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
+        self._ready = True
 
     def _refs(self) -> RefIndex:
         assert self.refs is not None
@@ -160,6 +169,13 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def on_sighup(self) -> None:
+        """SIGHUP: reload, but only between READY=1 and STOPPING=1 (never a RELOADING=1 outside them)."""
+        if not self._ready or self._stop.is_set():
+            log.info("SIGHUP ignored while %s", "starting" if not self._ready else "stopping")
+            return
+        self.reload()
+
     async def wait_stopped(self) -> None:
         await self._stop.wait()
 
@@ -169,9 +185,14 @@ class Daemon:
             await asyncio.sleep(interval)
 
     async def _status_loop(self) -> None:
+        """STATUS= whenever the line changes (checked every second), so `systemctl status` follows drops."""
+        last = ""  # the first tick re-sends what READY=1 carried if nothing changed; cheap and simple
         while True:
-            await asyncio.sleep(5.0)
-            self.notifier.notify(status=self.status_line())
+            await asyncio.sleep(1.0)
+            line = self.status_line()
+            if line != last:
+                self.notifier.notify(status=line)
+                last = line
 
     def status_line(self) -> str:
         up = sum(1 for s in self.sessions if s.status.logged_in)
@@ -191,33 +212,37 @@ class Daemon:
 async def run_daemon(settings: Settings, started: asyncio.Future[Daemon] | None = None) -> int:
     daemon = Daemon(settings)
     loop = asyncio.get_running_loop()
-    try:
-        await daemon.start()
-    except Exception as exc:
-        log.error("start failed: %s", exc)
-        await daemon.stop()
-        if started is not None and not started.done():
-            started.set_exception(exc)
-        return 1
+    # before start(): a SIGTERM while the database loads must stop cleanly, and SIGHUP's default action
+    # (terminate the process) must never apply
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, daemon.request_stop)
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+        loop.add_signal_handler(signal.SIGHUP, daemon.on_sighup)
     except (NotImplementedError, RuntimeError):
         pass
-    if started is not None and not started.done():
-        started.set_result(daemon)
     try:
-        await daemon.wait_stopped()
+        try:
+            await daemon.start()
+        except Exception as exc:
+            log.error("start failed: %s", exc)
+            await daemon.stop()
+            if started is not None and not started.done():
+                started.set_exception(exc)
+            return 1
+        if started is not None and not started.done():
+            started.set_result(daemon)
+        try:
+            await daemon.wait_stopped()
+        finally:
+            await daemon.stop()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             try:
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):
                 pass
-        await daemon.stop()
     log.info("stopped")
     return 0
