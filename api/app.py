@@ -16,10 +16,18 @@ from aiohttp.typedefs import Handler, Middleware
 from api.active_calls import active_calls_get, xml_response
 from api.deps import DEPS_KEY, RENDERER_KEY, ApiDeps
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.jsonout import error_json, json_response, wants_json
 from api.settings import ApiSettings
-from api.xml import RowRenderer, render_error, render_status
+from api.stream import StreamSettings, add_stream_routes
+from api.totals import active_calls_totals
+from api.ui import add_ui_routes
+from api.xml import RowRenderer, render_error
 
-__all__ = ["ApiDeps", "ApiSettings", "DEPS_KEY", "create_app", "mor_error_middleware"]
+__all__ = ["ApiDeps", "ApiSettings", "DEPS_KEY", "StreamSettings", "TOTALS_PATHS", "create_app",
+           "mor_error_middleware"]
+
+#: ``active_calls_totals`` beside each spelling of ``active_calls_get``.
+TOTALS_PATHS: tuple[str, ...] = ("/billing/api/active_calls_totals", "/api/active_calls_totals")
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +38,21 @@ async def mor_error_middleware(request: web.Request, handler: Handler) -> web.St
     try:
         return await handler(request)
     except MorError as err:
-        return xml_response(render_error(err), err.http_status, err.headers)
+        return _error_response(request, err)
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own client_max_size, on routes added by others
-        return xml_response(render_status(TOO_LARGE, Envelope.STATUS), 413)
+        return _error_response(request, MorError(TOO_LARGE, Envelope.STATUS, 413))
     except web.HTTPException:
         raise  # deliberate HTTP answers (404 for unknown paths, redirects …)
     except Exception:
         log.exception("api unexpected error method=%s path=%s", request.method, request.path)
-        return xml_response(render_status(INTERNAL_ERROR, Envelope.STATUS), 500)
+        return _error_response(request, MorError(INTERNAL_ERROR, Envelope.STATUS, 500))
+
+
+def _error_response(request: web.Request, err: MorError) -> web.Response:
+    """The error in the format the query string asked for (XML unless ``format=json``)."""
+    if wants_json(request):
+        return json_response(error_json(err), err.http_status, err.headers)
+    return xml_response(render_error(err), err.http_status, err.headers)
 
 
 _PRERENDER_BATCH = 200  # rows per slice (~8 ms of lxml work) before yielding to the loop
@@ -73,10 +88,13 @@ async def _prerender_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
-               middlewares: Iterable[Middleware] = ()) -> web.Application:
-    """A ready-to-run application serving ``active_calls_get`` on ``deps.settings.paths``.
+               middlewares: Iterable[Middleware] = (),
+               stream: StreamSettings | None = None) -> web.Application:
+    """A ready-to-run application serving ``active_calls_get`` on ``deps.settings.paths``, plus
+    ``active_calls_totals``, ``active_calls_stream`` (docs/api-extensions.md) and the page at ``/``.
 
-    ``middlewares`` run inside the error middleware, so their exceptions are rendered too."""
+    ``middlewares`` run inside the error middleware, so their exceptions are rendered too.
+    ``stream`` tunes the push stream (queue bounds, keepalive); the defaults suit production."""
     settings = deps.settings
     app = web.Application(middlewares=[mor_error_middleware, *middlewares],
                           client_max_size=settings.max_body)
@@ -84,6 +102,10 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     app[RENDERER_KEY] = RowRenderer(settings.zone())
     for path in settings.paths:
         app.router.add_route("*", path, active_calls_get)
+    for path in TOTALS_PATHS:
+        app.router.add_route("*", path, active_calls_totals)
+    add_stream_routes(app, stream or StreamSettings())
+    add_ui_routes(app)
     app.router.add_routes(list(routes))
     if settings.prerender_interval is not None:
         app.cleanup_ctx.append(_prerender_ctx)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from api.changes import ChangeHub
 from api.settings import ApiSettings
 from api.xml import RowRenderer
 from collector.live_table import LiveCall
@@ -27,6 +28,9 @@ class ApiDeps:
     refs: Callable[[], RefIndex]  # current reference data (swapped whole on reload)
     settings: ApiSettings = field(default_factory=ApiSettings)
     clock: Callable[[], float] = time.time  # Unix time "now", for duration and the stale-row guard
+    # Row changes for active_calls_stream (``ChangeHub.following(live_table)``); None: the stream
+    # answers "Stream not available" and everything else works as before.
+    changes: ChangeHub | None = None
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)

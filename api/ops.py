@@ -67,6 +67,8 @@ class _StateCollector:
         age = GaugeMetricFamily(f"{PREFIX}_ami_last_event_age_seconds", "Seconds since the last AMI message",
                                 labels=["server"])
         events = CounterMetricFamily(f"{PREFIX}_ami_events", "AMI messages received", labels=["server"])
+        lag = GaugeMetricFamily(f"{PREFIX}_ami_lag_seconds", "How far the AMI reader is behind the event "
+                                "Timestamps (above the connection's lowest)", labels=["server"])
         reconnects = CounterMetricFamily(f"{PREFIX}_ami_reconnects", "AMI connections lost", labels=["server"])
         auth = CounterMetricFamily(f"{PREFIX}_ami_auth_failures", "AMI logins refused", labels=["server"])
         resyncs = CounterMetricFamily(f"{PREFIX}_resyncs", "CoreShowChannels resyncs completed", labels=["server"])
@@ -79,13 +81,14 @@ class _StateCollector:
             if st.last_event_at is not None:
                 age.add_metric([st.name], max(0.0, now - st.last_event_at))
             events.add_metric([st.name], st.events)
+            lag.add_metric([st.name], getattr(s, "lag_seconds", 0.0))
             reconnects.add_metric([st.name], st.reconnects)
             auth.add_metric([st.name], st.auth_failures)
             resyncs.add_metric([st.name], st.resyncs)
             ts = d.tracker.stats(s.server_id)
             corrections.add_metric([st.name, "added"], ts.resync_added)
             corrections.add_metric([st.name, "removed"], ts.resync_removed)
-        yield from (connected, age, events, reconnects, auth, resyncs, corrections)
+        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections)
         ok, _why = d.ready()
         ready = GaugeMetricFamily(f"{PREFIX}_ready", "1 when /readyz answers 200 (reference data loaded, "
                                   "enough AMI servers logged in)")
@@ -164,6 +167,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
                 "last_resync_seconds": st.last_resync_seconds, "reconnects": st.reconnects,
                 "auth_failures": st.auth_failures, "pong_timeouts": st.pong_timeouts, "events": st.events,
                 "calls": per_server.get(s.server_id, 0), "last_error": st.last_error,
+                "lag_seconds": round(getattr(s, "lag_seconds", 0.0), 3),
             })
         ok, why = daemon.ready()
         rows = daemon.live.rows()

@@ -14,6 +14,7 @@ Replies to panoramisk's own actions (Login, Ping …) go back to its futures; ou
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -28,6 +29,11 @@ __all__ = ["FramedAMIProtocol", "RESYNC_ACTION_PREFIX"]
 log = logging.getLogger(__name__)
 
 RESYNC_ACTION_PREFIX = "resync-"
+#: Reader lag that gets a warning (at most one a minute): events queue up unread, and Asterisk drops a
+#: reader that stays behind for its ``writetimeout``.
+LAG_WARN_SECONDS = 1.0
+#: Bytes read per loop iteration (asyncio's default is 256 KiB).
+READ_CHUNK = 4 * 1024 * 1024
 
 Sink = Callable[[AmiMessage], None]
 
@@ -43,10 +49,18 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         self.framer = AmiFramer(self._skip)
         self._last_ts: float | None = None  # the stream's clock (Timestamp headers) …
         self._last_ts_mono = 0.0  # … and when we saw it
+        self.lag = 0.0  # seconds this reader is behind the stream (see _note_lag)
+        self._lag_floor = math.inf
+        self._lag_warned_at = -math.inf
 
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         super().connection_made(transport)
         self.framer = AmiFramer(self._skip)
+        self.lag, self._lag_floor = 0.0, math.inf
+        # asyncio reads one max_size chunk (256 KiB) per loop iteration: with the loop busy (HTTP load) that
+        # caps the reader below 5k events/s and it falls behind for good; a bigger chunk lets it catch up
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_CHUNK
 
     def data_received(self, data: bytes) -> None:
         if self._on_bytes is not None:
@@ -89,9 +103,25 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
                 self._last_ts = float(ts)
                 self._last_ts_mono = time.monotonic()
             except ValueError:
-                pass
+                return
+            self._note_lag(self._last_ts)
             return
         if self._last_ts is None:
             msg[RX_TIME_KEY] = repr(time.time())
         else:
             msg[RX_TIME_KEY] = repr(self._last_ts + (time.monotonic() - self._last_ts_mono))
+
+    def _note_lag(self, ts: float) -> None:
+        """How far behind the stream this reader is: receive time minus the event's Timestamp, less the
+        smallest such difference on this connection (clock skew, network latency). It grows only when
+        events wait unread, e.g. while the event loop is busy elsewhere."""
+        raw = time.time() - ts
+        if raw < self._lag_floor:
+            self._lag_floor = raw
+        self.lag = lag = raw - self._lag_floor
+        if lag > LAG_WARN_SECONDS:
+            now = time.monotonic()
+            if now - self._lag_warned_at >= 60.0:
+                self._lag_warned_at = now
+                log.warning("ami reader behind server=%s lag=%.2fs: events arrive faster than they are "
+                            "handled (Asterisk drops a reader behind by its writetimeout)", self._server, lag)

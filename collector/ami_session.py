@@ -183,6 +183,12 @@ class AmiSession:
         if transport is not None:
             transport.abort()
 
+    @property
+    def lag_seconds(self) -> float:
+        """How far this session's reader is behind Asterisk's stream (0 when not logged in)."""
+        protocol = getattr(self._manager, "protocol", None)
+        return float(getattr(protocol, "lag", 0.0)) if self.status.logged_in else 0.0
+
     # ------------------------------------------------------------------ callbacks from _Manager
     def _connected(self) -> None:
         self.status.connected = True

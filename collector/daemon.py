@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from api.app import ApiDeps, create_app
+from api.changes import ChangeHub
 from api.ops import add_ops_routes
 from api.settings import ApiSettings
 from collector import __version__
@@ -127,7 +128,8 @@ class Daemon:
         enabled = [srv for srv in s.servers if srv.enabled]
         for i, srv in enumerate(enabled):
             self.sessions.append(AmiSession(srv, s.collector, self.on_message, stagger=i / max(1, len(enabled))))
-        deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=api_settings(s), clock=time.time)
+        deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=api_settings(s), clock=time.time,
+                       changes=ChangeHub.following(self.live))
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.api.status_token) if s.api.status_token else None)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
