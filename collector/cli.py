@@ -153,6 +153,10 @@ def _print_demo_help(daemon: object, port: int) -> None:
     refs = getattr(daemon, "refs")
     url = f"http://127.0.0.1:{port}/billing/api/active_calls_get"
     lines = ["", "Demo running: a real Asterisk trace replayed as a live AMI server, looped.", ""]
+    admin = next((u for u in refs.data.users if u.usertype == "admin"), None)
+    if admin is not None and admin.api_secret_key:
+        lines += [f"  Live page:  http://127.0.0.1:{port}/#u={admin.username}&hash="
+                  f"{demo_hash(admin.username, admin.api_secret_key)}", ""]
     for user in refs.data.users:
         owner = refs.owner_of(user)
         if owner is None or not owner.api_secret_key or user.usertype == "accountant":
