@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from api.background import background
 from api.active_calls import active_calls_get, xml_response
 from api.deps import DEPS_KEY, RENDERER_KEY, ApiDeps
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
@@ -77,16 +78,6 @@ async def _prerender(app: web.Application) -> None:
             failing = True
 
 
-async def _prerender_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_prerender(app), name="api-prerender")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-
-
 def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
                middlewares: Iterable[Middleware] = (),
                stream: StreamSettings | None = None) -> web.Application:
@@ -108,5 +99,5 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     add_ui_routes(app)
     app.router.add_routes(list(routes))
     if settings.prerender_interval is not None:
-        app.cleanup_ctx.append(_prerender_ctx)
+        app.cleanup_ctx.append(background(_prerender, "api-prerender"))
     return app

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
 from aiohttp import web
 
+from api.background import background
 from api.active_calls import Selection, authorize, select_rows
 from api.changes import Change, ChangeHub, Inbox
 from api.deps import DEPS_KEY, RENDERER_KEY
@@ -295,16 +296,6 @@ async def _reaper(app: web.Application) -> None:
             state.reap(deps.changes)
 
 
-async def _reaper_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_reaper(app), name="api-stream-reaper")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-
-
 async def _end_streams(app: web.Application) -> None:
     """On shutdown: end every stream now (EventSource reconnects) rather than wait out the timeout."""
     for client in list(app[STREAM_KEY].clients):
@@ -315,5 +306,5 @@ def add_stream_routes(app: web.Application, settings: StreamSettings) -> None:
     app[STREAM_KEY] = StreamState(settings)
     for path in STREAM_PATHS:
         app.router.add_route("*", path, active_calls_stream)
-    app.cleanup_ctx.append(_reaper_ctx)
+    app.cleanup_ctx.append(background(_reaper, "api-stream-reaper"))
     app.on_shutdown.append(_end_streams)
