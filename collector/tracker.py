@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from collector.ami_framing import BANNER_KEY
-from collector.calls import CallChange, CallKey, CallStatus, CallView, Leg
+from collector.calls import CallChange, CallStatus, CallView, Leg
 
 __all__ = ["CallTracker", "TrackerStats", "RX_TIME_KEY"]
 
@@ -53,6 +53,10 @@ class _Channel:
     last_seq: int = 0
     seen_gen: int = 0
     misses: int = 0
+    # caches for _view (performance only): the ChannelState text ``state`` was parsed from, and this
+    # channel's Leg; set ``leg = None`` whenever name, state, is_local or created changes
+    state_raw: str = ""
+    leg: Leg | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +68,9 @@ class _Call:
     start_time: float = 0.0
     view: CallView | None = None
     caller: _Channel | None = None  # the A-leg as last seen: the call keeps its identity after it leaves
+    # cache for _view: channels sorted by (created, uniqueid); None after any change to ``channels``
+    # or to a member's ``created``
+    order: list[_Channel] | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +126,40 @@ def _linkedid_age(linkedid: str) -> tuple[float, int, str]:
         return (float("inf"), 0, linkedid)
 
 
+def _snapshot_keys(prefix: str) -> tuple[str, str, str, str, str, str, str]:
+    """The header names of a (prefixed) channel snapshot, built once per prefix."""
+    keys = _SNAPSHOT_KEYS.get(prefix)
+    if keys is None:
+        keys = _SNAPSHOT_KEYS[prefix] = tuple(  # type: ignore[assignment]
+            prefix + k for k in ("Uniqueid", "Linkedid", "Channel", "ChannelState", "CallerIDNum",
+                                 "CallerIDName", "Exten"))
+    return keys  # type: ignore[return-value]
+
+
+_SNAPSHOT_KEYS: dict[str, tuple[str, str, str, str, str, str, str]] = {}
+# _view and _leg build CallView and Leg positionally: fail at import, not silently, if calls.py reorders them
+_VIEW_FIELDS = ("server_id", "linkedid", "uniqueid", "channel", "dst_channel", "status", "src", "src_name", "dst",
+                "start_time", "answer_time", "legs")
+if tuple(f.name for f in fields(CallView)) != _VIEW_FIELDS or tuple(f.name for f in fields(Leg)) != (
+        "uniqueid", "channel", "state", "is_local", "created"):
+    raise ImportError("collector.calls changed CallView/Leg fields: update CallTracker._view and _leg")
+_PLAIN_KEYS = _snapshot_keys("")
+_DEST_KEYS = _snapshot_keys("Dest")
+_LOCAL_ONE_KEYS = _snapshot_keys("LocalOne")
+_LOCAL_TWO_KEYS = _snapshot_keys("LocalTwo")
+
+
+def _creation_order(ch: _Channel) -> tuple[float, str]:
+    return (ch.created, ch.uniqueid)
+
+
+def _leg(ch: _Channel) -> Leg:
+    leg = ch.leg
+    if leg is None:
+        leg = ch.leg = Leg(ch.uniqueid, ch.name, ch.state, ch.is_local, ch.created)
+    return leg
+
+
 def _duration_seconds(value: str) -> float:
     """``HH:MM:SS`` (CoreShowChannel Duration) → seconds; anything else → 0."""
     try:
@@ -133,6 +174,7 @@ class CallTracker:
 
     def __init__(self) -> None:
         self._servers: dict[int, _Server] = {}
+        self._touched: set[str] = set()
         self._handlers: dict[str, Callable[[_Server, Mapping[str, str], set[str]], None]] = {
             "Newchannel": self._on_newchannel,
             "Newstate": self._on_snapshot_event,
@@ -166,9 +208,10 @@ class CallTracker:
             self._on_non_event(srv, msg)
             return _NO_CHANGES
         handler = self._handlers.get(event)
-        srv.stats.events += 1
+        stats = srv.stats
+        stats.events += 1
         if handler is None:
-            srv.stats.ignored += 1
+            stats.ignored += 1
             return _NO_CHANGES
         ts = msg.get("Timestamp") or msg.get(RX_TIME_KEY)
         t = srv.now
@@ -183,15 +226,18 @@ class CallTracker:
         # another clock (a resync item after a reconnect) cannot shift the times of later events
         srv.event_time = t
         srv.seq += 1
-        touched: set[str] = set()
+        touched = self._touched  # one set reused for every message (apply is not reentrant)
         try:
             handler(srv, msg, touched)
         except Exception:  # a tracker bug must never take the AMI session down
-            srv.stats.errors += 1
+            stats.errors += 1
             log.exception("tracker failed on event=%s server=%s", event, server_id)
         if not touched:
             return _NO_CHANGES
-        return self._changes(srv, touched)
+        try:
+            return self._changes(srv, touched)
+        finally:
+            touched.clear()
 
     def session_started(self, server_id: int) -> None:
         """A new AMI session (reconnect): the next snapshot is a full resync."""
@@ -238,6 +284,7 @@ class CallTracker:
                                                             answer_time=view.answer_time,
                                                             start_time=view.start_time)
                 call.channels[leg.uniqueid] = ch
+                call.order = None
             by_server.setdefault(view.server_id, set()).add(view.linkedid)
             srv.now = max(srv.now, view.answer_time or 0.0, view.start_time)
         for server_id, keys in by_server.items():
@@ -248,53 +295,68 @@ class CallTracker:
     def _upsert(self, srv: _Server, msg: Mapping[str, str], prefix: str, touched: set[str],
                 created_now: bool = False) -> _Channel | None:
         """Create or refresh a channel from the snapshot fields ``<prefix>Uniqueid`` etc."""
-        uid = msg.get(prefix + "Uniqueid")
+        return self._upsert_keys(srv, msg, touched, _snapshot_keys(prefix), created_now)
+
+    def _upsert_keys(self, srv: _Server, msg: Mapping[str, str], touched: set[str],
+                     keys: tuple[str, str, str, str, str, str, str] = _PLAIN_KEYS,
+                     created_now: bool = False) -> _Channel | None:
+        """``_upsert`` with the header names resolved; with the default keys it is also the handler of the
+        plain snapshot events (Newstate, NewCallerid …), called by ``apply`` without a wrapper."""
+        k_uid, k_linkedid, k_channel, k_state, k_num, k_name, k_exten = keys
+        get = msg.get
+        uid = get(k_uid)
         if not uid:
-            if prefix == "":
+            if keys is _PLAIN_KEYS:
                 srv.stats.malformed += 1
             return None
         ch = srv.channels.get(uid)
-        linkedid = msg.get(prefix + "Linkedid") or (ch.linkedid if ch else uid)
-        name = msg.get(prefix + "Channel", "")
         if ch is None:
+            linkedid = get(k_linkedid) or uid
+            name = get(k_channel, "")
             if uid in srv.tombstones and not created_now:
                 return None  # a late event (or stale snapshot) for a channel already gone
             if not name:
                 return None
-            ch = _Channel(uid, linkedid, name, _int(msg.get(prefix + "ChannelState")),
-                          msg.get(prefix + "CallerIDNum", ""), msg.get(prefix + "CallerIDName", ""),
-                          msg.get(prefix + "Exten", ""), srv.event_time, name.startswith("Local/"))
+            state = get(k_state)
+            ch = _Channel(uid, linkedid, name, _int(state), get(k_num, ""), get(k_name, ""),
+                          get(k_exten, ""), srv.event_time, name.startswith("Local/"))
+            ch.state_raw = state or ""
             srv.channels[uid] = ch
             self._attach(srv, ch, touched)
         else:
             # only a change to what a CallView shows marks the call touched: most events
             # (NewConnectedLine, HangupRequest, DialState …) change nothing visible
             changed = False
-            state = msg.get(prefix + "ChannelState")
-            if state:
+            state = get(k_state)
+            if state and state != ch.state_raw:  # the same text parses to the same state: skip it
                 n = _int(state, ch.state)
+                ch.state_raw = state
                 if n != ch.state:
                     ch.state = n
+                    ch.leg = None
                     changed = True
-            num = msg.get(prefix + "CallerIDNum")
+            num = get(k_num)
             if num is not None and num != ch.caller_num:
                 ch.caller_num = num
                 changed = True
-            cname = msg.get(prefix + "CallerIDName")
+            cname = get(k_name)
             if cname is not None and cname != ch.caller_name:
                 ch.caller_name = cname
                 changed = True
-            exten = msg.get(prefix + "Exten")
+            exten = get(k_exten)
             if exten is not None and exten != ch.exten:
                 ch.exten = exten
                 changed = True
+            name = get(k_channel)
             if name and name != ch.name:
                 ch.name = name
+                ch.leg = None
                 changed = True
+            linkedid = get(k_linkedid) or ch.linkedid
             if linkedid != ch.linkedid:
                 self._relink(srv, ch, linkedid, touched)
             elif changed:
-                touched.add(ch.linkedid)
+                touched.add(linkedid)
         ch.last_seq = srv.seq
         return ch
 
@@ -305,12 +367,14 @@ class CallTracker:
         elif ch.created < call.start_time:
             call.start_time = ch.created
         call.channels[ch.uniqueid] = ch
+        call.order = None
         touched.add(ch.linkedid)
 
     def _relink(self, srv: _Server, ch: _Channel, linkedid: str, touched: set[str]) -> None:
         old = srv.calls.get(ch.linkedid)
         if old is not None:
             old.channels.pop(ch.uniqueid, None)
+            old.order = None
             touched.add(old.linkedid)
         log.debug("relink server=%s uniqueid=%s linkedid=%s->%s", srv.server_id, ch.uniqueid,
                   ch.linkedid, linkedid)
@@ -324,6 +388,7 @@ class CallTracker:
         call = srv.calls.get(ch.linkedid)
         if call is not None:
             call.channels.pop(ch.uniqueid, None)
+            call.order = None
             touched.add(ch.linkedid)
 
     def _tombstone(self, srv: _Server, uid: str) -> None:
@@ -338,13 +403,12 @@ class CallTracker:
     def _on_newchannel(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
         uid = msg.get("Uniqueid", "")
         srv.tombstones.pop(uid, None)  # Newchannel is authoritative: a reused Uniqueid is a new channel
-        self._upsert(srv, msg, "", touched, created_now=True)
+        self._upsert_keys(srv, msg, touched, created_now=True)
 
-    def _on_snapshot_event(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        self._upsert(srv, msg, "", touched)
+    _on_snapshot_event = _upsert_keys  # Newstate, NewCallerid, NewConnectedLine, HangupRequest …
 
     def _on_bridge_enter(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        ch = self._upsert(srv, msg, "", touched)
+        ch = self._upsert_keys(srv, msg, touched)
         if ch is None:
             return
         self._join_bridge(srv, ch, msg.get("BridgeUniqueid", ""), touched)
@@ -352,7 +416,7 @@ class CallTracker:
             self._unify_linkedids(srv, ch.bridge, touched)
 
     def _on_bridge_leave(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        ch = self._upsert(srv, msg, "", touched)
+        ch = self._upsert_keys(srv, msg, touched)
         if ch is not None and ch.bridge == msg.get("BridgeUniqueid", ch.bridge):
             self._join_bridge(srv, ch, "", touched)
 
@@ -365,7 +429,11 @@ class CallTracker:
                     del srv.bridges[ch.bridge]
         ch.bridge = bridge
         if bridge:
-            srv.bridges.setdefault(bridge, set()).add(ch.uniqueid)
+            members = srv.bridges.get(bridge)
+            if members is None:
+                srv.bridges[bridge] = {ch.uniqueid}
+            else:
+                members.add(ch.uniqueid)
         touched.add(ch.linkedid)
 
     def _unify_linkedids(self, srv: _Server, bridge: str, touched: set[str]) -> None:
@@ -375,6 +443,12 @@ class CallTracker:
         members = [srv.channels[u] for u in srv.bridges.get(bridge, ()) if u in srv.channels]
         if len(members) < 2:
             return
+        first = members[0].linkedid
+        for m in members:
+            if m.linkedid != first:
+                break
+        else:
+            return  # one call already (the usual case): nothing to compare
         oldest = min((m.linkedid for m in members), key=_linkedid_age)
         for m in members:
             if m.linkedid != oldest:
@@ -382,12 +456,12 @@ class CallTracker:
 
     def _on_dial(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
         if "Uniqueid" in msg:  # absent when the dial comes from an Originate
-            self._upsert(srv, msg, "", touched)
-        self._upsert(srv, msg, "Dest", touched)
+            self._upsert_keys(srv, msg, touched)
+        self._upsert_keys(srv, msg, touched, _DEST_KEYS)
 
     def _on_local_bridge(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        self._upsert(srv, msg, "LocalOne", touched)
-        self._upsert(srv, msg, "LocalTwo", touched)
+        self._upsert_keys(srv, msg, touched, _LOCAL_ONE_KEYS)
+        self._upsert_keys(srv, msg, touched, _LOCAL_TWO_KEYS)
 
     def _on_hangup(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
         uid = msg.get("Uniqueid")
@@ -405,6 +479,7 @@ class CallTracker:
         if ch is not None and new:
             ch.name = new
             ch.is_local = new.startswith("Local/")
+            ch.leg = None
             touched.add(ch.linkedid)
 
     def _on_fully_booted(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
@@ -448,15 +523,18 @@ class CallTracker:
             snap = self._begin_snapshot(srv, action_id)
         uid = msg.get("Uniqueid", "")
         known = uid in srv.channels  # unknown: it began before we listened, or its events were lost
-        ch = self._upsert(srv, msg, "", touched)
+        ch = self._upsert_keys(srv, msg, touched)
         if ch is None:
             return
         if not known:
             srv.stats.resync_added += 1
             ch.created = srv.event_time - _duration_seconds(msg.get("Duration", ""))
+            ch.leg = None
             call = srv.calls.get(ch.linkedid)
-            if call is not None and ch.created < call.start_time:
-                call.start_time = ch.created
+            if call is not None:
+                call.order = None
+                if ch.created < call.start_time:
+                    call.start_time = ch.created
         bridge = msg.get("BridgeId", ch.bridge) or ""
         if bridge != ch.bridge:
             self._join_bridge(srv, ch, bridge, touched)
@@ -483,69 +561,75 @@ class CallTracker:
     # ------------------------------------------------------------------ views
     def _changes(self, srv: _Server, touched: Iterable[str]) -> list[CallChange]:
         out: list[CallChange] = []
+        calls = srv.calls
         for linkedid in touched:
-            call = srv.calls.get(linkedid)
-            key: CallKey = (srv.server_id, linkedid)
+            call = calls.get(linkedid)
             if call is None:
                 continue
+            old = call.view
             if not call.channels:
-                del srv.calls[linkedid]
-                if call.view is not None:
-                    out.append(CallChange("removed", key, None))
+                del calls[linkedid]
+                if old is not None:
+                    out.append(CallChange("removed", (srv.server_id, linkedid), None))
                 continue
             view = self._view(srv, call)
-            if view == call.view:
+            if view is old:  # nothing visible changed
                 continue
-            kind = "added" if call.view is None else "updated"
             call.view = view
-            out.append(CallChange(kind, key, view))
+            out.append(CallChange("added" if old is None else "updated", (srv.server_id, linkedid), view))
         return out
 
     def _view(self, srv: _Server, call: _Call) -> CallView:
-        chans = sorted(call.channels.values(), key=lambda c: (c.created, c.uniqueid))
-        a_leg = call.channels.get(call.linkedid)
+        """The call as shown now; ``call.view`` itself when nothing visible changed (no allocation)."""
+        order = call.order
+        if order is None:
+            order = call.order = sorted(call.channels.values(), key=_creation_order)
+        channels = call.channels
+        a_leg = channels.get(call.linkedid)
         if a_leg is not None:
             call.caller = a_leg
         elif call.caller is not None:
             a_leg = call.caller  # the caller left (transfer, or the first of two hangups): same call
         else:  # first seen mid-call (resync) without its A-leg
-            a_leg = call.caller = next((c for c in chans if not c.is_local), chans[0])
+            a_leg = call.caller = next((c for c in order if not c.is_local), order[0])
         answered = False
-        bridges: dict[str, int] = {}
+        bridges: list[str] = []
         best_b: _Channel | None = None
-        for ch in chans:
-            if ch is a_leg:
-                if ch.bridge:
-                    bridges[ch.bridge] = bridges.get(ch.bridge, 0) + 1
+        for ch in order:
+            bridge = ch.bridge
+            if bridge:
+                if bridge in bridges:
+                    answered = True  # two of the call's channels share a bridge
+                else:
+                    bridges.append(bridge)
+            if ch is a_leg or ch.is_local:
                 continue
-            if ch.bridge:
-                bridges[ch.bridge] = bridges.get(ch.bridge, 0) + 1
-            if ch.is_local:
-                continue
-            if ch.state == _UP:
+            up = ch.state == _UP
+            if up:
                 answered = True
-            if best_b is None or (ch.state == _UP, ch.created) >= (best_b.state == _UP, best_b.created):
+            if best_b is None or (up, ch.created) >= (best_b.state == _UP, best_b.created):
                 best_b = ch
-        if not answered and any(n >= 2 for n in bridges.values()):
-            answered = True
         if answered and call.answer_time is None:
             call.answer_time = srv.event_time
         if not call.dst and a_leg.exten not in _IGNORED_EXTENS:
             call.dst = a_leg.exten
-        legs = [Leg(a_leg.uniqueid, a_leg.name, a_leg.state, a_leg.is_local, a_leg.created)] \
-            if a_leg.uniqueid in call.channels else []
-        legs.extend(Leg(c.uniqueid, c.name, c.state, c.is_local, c.created) for c in chans if c is not a_leg)
-        return CallView(
-            server_id=srv.server_id,
-            linkedid=call.linkedid,
-            uniqueid=a_leg.uniqueid,
-            channel=a_leg.name,
-            dst_channel=best_b.name if best_b is not None else "",
-            status=CallStatus.ANSWERED if answered else CallStatus.RINGING,
-            src=a_leg.caller_num if a_leg.caller_num != "<unknown>" else "",
-            src_name=a_leg.caller_name if a_leg.caller_name != "<unknown>" else "",
-            dst=call.dst,
-            start_time=call.start_time,
-            answer_time=call.answer_time,
-            legs=tuple(legs),
-        )
+        if a_leg.uniqueid in channels:
+            legs = [_leg(a_leg)]
+            legs.extend([c.leg or _leg(c) for c in order if c is not a_leg])
+        else:
+            legs = [c.leg or _leg(c) for c in order]
+        legs_t = tuple(legs)
+        dst_channel = best_b.name if best_b is not None else ""
+        status = CallStatus.ANSWERED if answered else CallStatus.RINGING
+        src = a_leg.caller_num if a_leg.caller_num != "<unknown>" else ""
+        src_name = a_leg.caller_name if a_leg.caller_name != "<unknown>" else ""
+        old = call.view
+        # the same test as ``CallView.__eq__`` (a tuple of the fields), without building a view first
+        if old is not None and (old.uniqueid, old.channel, old.dst_channel, old.status, old.src, old.src_name,
+                                old.dst, old.start_time, old.answer_time, old.legs) == (
+                a_leg.uniqueid, a_leg.name, dst_channel, status, src, src_name, call.dst, call.start_time,
+                call.answer_time, legs_t) and old.server_id == srv.server_id and old.linkedid == call.linkedid:
+            return old
+        # positional (a third cheaper than keywords; the field order is checked at import, see _VIEW_FIELDS)
+        return CallView(srv.server_id, call.linkedid, a_leg.uniqueid, a_leg.name, dst_channel, status, src,
+                        src_name, call.dst, call.start_time, call.answer_time, legs_t)
