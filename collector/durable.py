@@ -67,6 +67,8 @@ class DurableTable:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(_CREATE)
+        # flushes delete by key: without this index every DELETE scans the table (2.5 s per 5,000 at 10k calls)
+        self._conn.execute("CREATE INDEX IF NOT EXISTS idx_activecalls_server_id_linkedid ON activecalls (server_id, linkedid)")
         self.flushes = 0
         self.rows_written = 0
 

@@ -97,7 +97,7 @@ class _Server:
     server_id: int
     channels: dict[str, _Channel] = field(default_factory=dict)
     calls: dict[str, _Call] = field(default_factory=dict)
-    tombstones: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    tombstones: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
     bridges: dict[str, set[str]] = field(default_factory=dict)  # BridgeUniqueid -> member Uniqueids
     now: float = 0.0  # the latest time seen on this server's stream
     event_time: float = 0.0  # the time of the message being applied
@@ -393,16 +393,21 @@ class CallTracker:
 
     def _tombstone(self, srv: _Server, uid: str) -> None:
         tombs = srv.tombstones
-        tombs[uid] = srv.now
+        # (stream time for expiry, the hangup's own time for ordering against a reordered Newchannel)
+        tombs[uid] = (srv.now, srv.event_time)
         tombs.move_to_end(uid)
         horizon = srv.now - _TOMBSTONE_SECONDS
-        while tombs and (len(tombs) > _TOMBSTONE_MAX or next(iter(tombs.values())) < horizon):
+        while tombs and (len(tombs) > _TOMBSTONE_MAX or next(iter(tombs.values()))[0] < horizon):
             tombs.popitem(last=False)
 
     # ------------------------------------------------------------------ handlers
     def _on_newchannel(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
         uid = msg.get("Uniqueid", "")
-        srv.tombstones.pop(uid, None)  # Newchannel is authoritative: a reused Uniqueid is a new channel
+        gone = srv.tombstones.get(uid)
+        if gone is not None:
+            if srv.event_time <= gone[1]:
+                return  # older than this channel's own Hangup (a reordered stream): not a new channel
+            del srv.tombstones[uid]  # a reused Uniqueid is a new channel
         self._upsert_keys(srv, msg, touched, created_now=True)
 
     _on_snapshot_event = _upsert_keys  # Newstate, NewCallerid, NewConnectedLine, HangupRequest …
@@ -487,7 +492,11 @@ class CallTracker:
         if uptime:
             up = float(_int(uptime, -1))
             if srv.uptime is not None and 0 <= up < srv.uptime:
-                log.info("asterisk restarted server=%s uptime=%s", srv.server_id, uptime)
+                # a restart without Shutdown (crash): every channel of the old process is gone
+                log.warning("asterisk restarted server=%s uptime=%s calls_dropped=%d", srv.server_id, uptime,
+                            len(srv.calls))
+                for ch in list(srv.channels.values()):
+                    self._remove(srv, ch, touched)
                 srv.tombstones.clear()  # Uniqueid counters restart: old tombstones mean nothing now
             srv.uptime = up
 

@@ -6,9 +6,8 @@ truth of the replayed traffic: the replay server's own channel state (what Aster
 by Linkedid, and the offline tracker of the same bytes.
 
 Every wait awaits a condition of the system under test with a timeout; nothing sleeps to synchronise.
-Two ``xfail(strict=True)`` tests pin tracker defects found here (a Newchannel reordered after its own
-Hangup; a crash-restarted Asterisk reusing a Uniqueid before the resync answer); drop the markers with
-the tracker fix.
+Two tests pin tracker defects found here and fixed since (a Newchannel reordered after its own Hangup;
+a crash-restarted Asterisk reusing a Uniqueid before the resync answer).
 """
 
 from __future__ import annotations
@@ -218,10 +217,7 @@ def _crash_traces(tmp: Path, reuse: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("reuse", [
     "suffix",
-    pytest.param("identical", marks=pytest.mark.xfail(
-        strict=True, reason="tracker keeps the old channels until the resync answer: a restarted Asterisk's "
-                            "Newchannel with the same Uniqueid inherits the old call's answer_time "
-                            "(patch: drop the server's table when FullyBooted Uptime goes back)")),
+    "identical",
 ])
 async def test_asterisk_crash_and_restart_without_shutdown(tmp_path: Path, reuse: str) -> None:
     old, new = _crash_traces(tmp_path, reuse)
@@ -298,9 +294,6 @@ async def test_events_shuffled_within_5ms_windows_match_offline_and_truth(tmp_pa
             assert daemon.sessions[0].status.reconnects == 0
 
 
-@pytest.mark.xfail(strict=True, reason="a Newchannel that arrives after its own Hangup pops the tombstone and "
-                                       "leaves a ghost until reconciliation (patch: keep the tombstone when the "
-                                       "Newchannel's Timestamp is not after the Hangup)")
 def test_any_permutation_within_5ms_leaves_no_ghost(tmp_path: Path) -> None:
     """Asterisk orders one channel's own events; a peer (or proxy) that does not still must leave no ghost."""
     data, _moved = shuffle_within(read_trace(trace_paths("concurrent_load")[0]), 0.005, seed=1,

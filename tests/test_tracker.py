@@ -10,10 +10,10 @@ from tests.helpers import chan
 A, B = "100.1", "100.2"
 
 
-def _outbound(trk: CallTracker, server: int = 1) -> None:
-    trk.apply(server, chan("Newchannel", A, ts=100.0))
-    trk.apply(server, chan("Newchannel", B, A, channel="SIP/prov1-00000002", state=0, ts=100.1))
-    trk.apply(server, chan("Newstate", B, A, channel="SIP/prov1-00000002", state=5, ts=100.2))
+def _outbound(trk: CallTracker, server: int = 1, t0: float = 100.0) -> None:
+    trk.apply(server, chan("Newchannel", A, ts=t0))
+    trk.apply(server, chan("Newchannel", B, A, channel="SIP/prov1-00000002", state=0, ts=t0 + 0.1))
+    trk.apply(server, chan("Newstate", B, A, channel="SIP/prov1-00000002", state=5, ts=t0 + 0.2))
 
 
 def test_two_legs_with_one_linkedid_are_one_ringing_call() -> None:
@@ -130,7 +130,7 @@ def test_periodic_reconcile_needs_two_misses_and_spares_channels_touched_meanwhi
 
     snapshot("full")  # first snapshot of the session: full sweep of what was not touched
     assert trk.calls() == []
-    _outbound(trk)
+    _outbound(trk, t0=200.0)  # the same Uniqueids again, later: a Newchannel older than the sweep is stale
     trk.apply(1, chan("Newchannel", "300.1", channel="SIP/102-00000009"))
     snapshot("p1", touch=True)
     assert len(trk.calls()) == 2  # one miss is not enough
