@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
+from lxml import etree
+
 from collector.calls import CallView
 from collector.config import Settings, parse_settings
 from collector.daemon import Daemon
@@ -79,3 +82,13 @@ def comparable(calls: Iterable[CallView]) -> set[tuple[object, ...]]:
 
 def mor_hash(username: str, secret: str) -> str:
     return hashlib.sha1((username + secret).encode()).hexdigest()
+
+
+async def admin_page(daemon: Daemon) -> etree._Element:
+    """``active_calls_get`` as the demo admin over real HTTP, parsed (HTTP 200 asserted)."""
+    secret = daemon._refs().users_by_username["admin"].api_secret_key
+    url = f"http://127.0.0.1:{daemon.port}/billing/api/active_calls_get"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data={"u": "admin", "hash": mor_hash("admin", secret)}) as resp:
+            assert resp.status == 200
+            return etree.fromstring(await resp.read())

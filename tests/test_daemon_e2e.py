@@ -8,14 +8,11 @@ import asyncio
 import gzip
 from pathlib import Path
 
-import aiohttp
-from lxml import etree
-
 from collector.replay import ReplayServer
 from collector.timeline import iter_trace_messages
 from collector.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
-from tests.daemon_helpers import (barrier, comparable, mor_hash, offline_calls, running_daemon, settings_for,
+from tests.daemon_helpers import (admin_page, barrier, comparable, offline_calls, running_daemon, settings_for,
                                   wait_until)
 
 
@@ -36,12 +33,7 @@ async def test_table_equals_timeline_mid_trace_and_empties_at_the_end(tmp_path: 
         assert len(expected) > 50
         assert comparable(r.call for r in daemon.live.rows()) == comparable(expected)
         # the API answers from the same table
-        secret = daemon._refs().users_by_username["admin"].api_secret_key
-        url = f"http://127.0.0.1:{daemon.port}/billing/api/active_calls_get"
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, data={"u": "admin", "hash": mor_hash("admin", secret)}) as resp:
-                assert resp.status == 200
-                page = etree.fromstring(await resp.read())
+        page = await admin_page(daemon)
         assert sorted(page.xpath("/page/active_call/uniqueid/text()")) == sorted(c.uniqueid for c in expected)
         replay.release()
         await replay.wait_finished(timeout=60)

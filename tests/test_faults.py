@@ -22,7 +22,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from lxml import etree
 
 from collector.calls import CallView
 from collector.daemon import Daemon
@@ -30,7 +29,7 @@ from collector.replay import ReplayServer
 from collector.timeline import iter_trace_messages
 from collector.traces import read_trace
 from collector.tracker import CallTracker
-from tests.daemon_helpers import (barrier, comparable, mor_hash, offline_calls, running_daemon, settings_for,
+from tests.daemon_helpers import (admin_page, barrier, comparable, mor_hash, offline_calls, running_daemon, settings_for,
                                   wait_until)
 from tests.fault_streams import blocks_of, join_blocks, shift_epochs, shuffle_within
 from tests.helpers import trace_paths, truth_path
@@ -368,12 +367,7 @@ async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_ca
             assert_table_is_truth(daemon, replay, offline_calls(paths, t0 + 15))
             names = {r.call.src_name for r in daemon.live.rows()}
             assert "Al\ufffdce \ufffd\ufffd Office" in names
-            secret = daemon._refs().users_by_username["admin"].api_secret_key
-            url = f"http://127.0.0.1:{daemon.port}/billing/api/active_calls_get"
-            async with aiohttp.ClientSession() as http:
-                async with http.post(url, data={"u": "admin", "hash": mor_hash("admin", secret)}) as resp:
-                    assert resp.status == 200
-                    page = etree.fromstring(await resp.read())
+            page = await admin_page(daemon)
             assert len(page.xpath("/page/active_call")) == len(daemon.live)
             replay.release()
             await replay.wait_finished(timeout=30)
