@@ -256,9 +256,9 @@ class AmiSession:
 
     def _on_bytes(self, n: int) -> None:
         self.status.bytes += n
+        self.status.last_event_at = time.time()  # per chunk, not per message
 
     def _on_message(self, msg: AmiMessage) -> None:
-        self.status.last_event_at = time.time()
         self.status.events += 1
         action_id = msg.get("ActionID")
         if action_id and action_id.startswith(RESYNC_ACTION_PREFIX):
