@@ -138,18 +138,6 @@ class DurableTable:
             except Exception:
                 pass
 
-    def replace_all(self) -> None:
-        """Make the table equal the live table (used once after the startup restore)."""
-        values = [_row_values(r) for r in self.live.rows()]
-        with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.execute("DELETE FROM activecalls")
-            cols = ", ".join(ACTIVECALLS_COLUMNS)
-            marks = ", ".join("?" for _ in ACTIVECALLS_COLUMNS)
-            self._conn.executemany(f"INSERT INTO activecalls ({cols}) VALUES ({marks})", values)
-            self._conn.execute("COMMIT")
-        self.live.dirty.clear()
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()

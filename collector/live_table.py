@@ -104,10 +104,6 @@ class LiveTable:
     def __len__(self) -> int:
         return len(self._rows)
 
-    @property
-    def next_id(self) -> int:
-        return self._next_id
-
     def _changed(self, key: CallKey, kind: str, row: LiveCall) -> None:
         self._snapshot = None
         self.version += 1

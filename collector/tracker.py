@@ -239,12 +239,6 @@ class CallTracker:
         finally:
             touched.clear()
 
-    def session_started(self, server_id: int) -> None:
-        """A new AMI session (reconnect): the next snapshot is a full resync."""
-        srv = self._servers.setdefault(server_id, _Server(server_id))
-        srv.full_resync_due = True
-        srv.snapshot = None
-
     def calls(self, server_id: int | None = None) -> list[CallView]:
         servers = self._servers.values() if server_id is None else (
             [self._servers[server_id]] if server_id in self._servers else [])
@@ -292,11 +286,6 @@ class CallTracker:
         return changes
 
     # ------------------------------------------------------------------ channel bookkeeping
-    def _upsert(self, srv: _Server, msg: Mapping[str, str], prefix: str, touched: set[str],
-                created_now: bool = False) -> _Channel | None:
-        """Create or refresh a channel from the snapshot fields ``<prefix>Uniqueid`` etc."""
-        return self._upsert_keys(srv, msg, touched, _snapshot_keys(prefix), created_now)
-
     def _upsert_keys(self, srv: _Server, msg: Mapping[str, str], touched: set[str],
                      keys: tuple[str, str, str, str, str, str, str] = _PLAIN_KEYS,
                      created_now: bool = False) -> _Channel | None:
