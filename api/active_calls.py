@@ -22,7 +22,7 @@ from api.errors import METHOD_NOT_ALLOWED, NO_DATA, Envelope, MorError
 from api.filters import build_filters
 from api.jsonout import json_response, rows_json, wants_json
 from api.params import (
-    INVALID, _query_pairs, _read_body, build_query, parse_body, read_query,  # noqa: PLC2701
+    INVALID, query_pairs, read_body, build_query, parse_body, read_query,
 )
 from api.scope import RowPredicate, Scope
 from collector.live_table import LiveCall
@@ -71,8 +71,8 @@ async def authorize(request: web.Request, *, is_get: bool, extras: tuple[str, ..
     settings = deps.settings
     found: dict[str, str] = {}
     if extras:
-        pairs = _query_pairs(request, settings.max_params)
-        body = await _read_body(request, settings)
+        pairs = query_pairs(request, settings.max_params)
+        body = await read_body(request, settings)
         pairs += parse_body(request.headers.get("Content-Type", ""), body, settings.max_params - len(pairs))
         query = build_query(pairs, max_param_len=settings.max_param_len)
         for name, value in pairs:

@@ -54,8 +54,8 @@ def _value(value: object) -> object:
 def row_object(renderer: RowRenderer, row: LiveCall, now: float) -> dict[str, object]:
     """One call as a dict with the XML element names and order; ``duration`` at ``now``."""
     obj: dict[str, object] = {}
-    # _tags/_values are the XML renderer's single definition of a row: reused, not re-listed here.
-    for tag, value in zip(renderer._tags(row), renderer._values(row)):  # noqa: SLF001
+    # tags/values are the XML renderer's single definition of a row: reused, not re-listed here.
+    for tag, value in zip(renderer.tags(row), renderer.values(row)):
         obj[tag] = _value(value)
     answered = row.call.answer_time
     obj["duration"] = None if answered is None else _duration(now, answered)

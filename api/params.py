@@ -27,7 +27,7 @@ from api.settings import ApiSettings
 
 __all__ = [
     "ActiveCallsQuery", "FILTER_NAMES", "INVALID", "PARAM_NAMES", "build_query", "parse_body",
-    "parse_json", "parse_multipart", "parse_urlencoded", "read_query",
+    "parse_json", "parse_multipart", "parse_urlencoded", "query_pairs", "read_body", "read_query",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def parse_body(content_type: str, data: bytes, limit: int) -> list[Pair]:
     return parse_urlencoded(data, limit)
 
 
-async def _read_body(request: web.Request, settings: ApiSettings) -> bytes:
+async def read_body(request: web.Request, settings: ApiSettings) -> bytes:
     if not request.body_exists:
         return b""
     declared = request.content_length
@@ -196,7 +196,7 @@ async def _read_body(request: web.Request, settings: ApiSettings) -> bytes:
     return bytes(buf)
 
 
-def _query_pairs(request: web.Request, limit: int) -> list[Pair]:
+def query_pairs(request: web.Request, limit: int) -> list[Pair]:
     # raw_query_string keeps %-escapes; aiohttp's parser decoded the request line with surrogateescape,
     # so encoding back with it restores the client's bytes exactly.
     raw = request.rel_url.raw_query_string.encode("utf-8", "surrogateescape")
@@ -205,7 +205,7 @@ def _query_pairs(request: web.Request, limit: int) -> list[Pair]:
 
 async def read_query(request: web.Request, settings: ApiSettings) -> ActiveCallsQuery:
     """Everything the client sent, as one query. Raises ``MorError`` for a refused body only."""
-    pairs = _query_pairs(request, settings.max_params)
-    body = await _read_body(request, settings)
+    pairs = query_pairs(request, settings.max_params)
+    body = await read_body(request, settings)
     pairs += parse_body(request.headers.get("Content-Type", ""), body, settings.max_params - len(pairs))
     return build_query(pairs, max_param_len=settings.max_param_len)

@@ -129,7 +129,7 @@ class RowRenderer:
     def _fragment(self, row: LiveCall) -> _Fragment:
         el = etree.Element("active_call")
         sub = etree.SubElement
-        for tag, value in zip(self._tags(row), self._values(row)):
+        for tag, value in zip(self.tags(row), self.values(row)):
             sub(el, tag).text = clean_text(value)
         etree.indent(el, space="  ", level=1)
         data = b"  " + etree.tostring(el, encoding="UTF-8") + b"\n"
@@ -137,10 +137,10 @@ class RowRenderer:
         return _Fragment(row, head, tail)
 
     @staticmethod
-    def _tags(row: LiveCall) -> tuple[str, ...]:
+    def tags(row: LiveCall) -> tuple[str, ...]:
         return CALL_FIELDS + DST_FIELDS if row.info.has_dst else CALL_FIELDS
 
-    def _values(self, row: LiveCall) -> tuple[object, ...]:
+    def values(self, row: LiveCall) -> tuple[object, ...]:
         c, i = row.call, row.info
         values: tuple[object, ...] = (
             row.id, c.uniqueid, c.status.value, self._time(c.answer_time), _DURATION_MARK, c.src,
