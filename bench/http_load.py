@@ -108,16 +108,17 @@ def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> 
     lag_wall = array("d")  # when, for the lag over time
 
     class LagDaemon(Daemon):
-        def on_message(self, server_id: int, msg: dict[str, str]) -> None:
-            ts = msg.get("Timestamp")
-            if ts:
-                now = time.time()
-                try:
-                    lags.append(now - float(ts))
-                    lag_wall.append(now)
-                except ValueError:
-                    pass
-            super().on_message(server_id, msg)
+        def on_messages(self, server_id: int, msgs: list[dict[str, str]]) -> None:
+            now = time.time()
+            for msg in msgs:
+                ts = msg.get("Timestamp")
+                if ts:
+                    try:
+                        lags.append(now - float(ts))
+                        lag_wall.append(now)
+                    except ValueError:
+                        pass
+            super().on_messages(server_id, msgs)
 
     async def run() -> None:
         daemon = LagDaemon(settings)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["AmiFramer", "AmiMessage", "BANNER_KEY", "MAX_MESSAGE_BYTES", "iter_messages"]
+__all__ = ["ACCELERATED", "AmiFramer", "AmiMessage", "BANNER_KEY", "block_decoder", "MAX_MESSAGE_BYTES", "iter_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,16 @@ BANNER_KEY = "_Banner"
 MAX_MESSAGE_BYTES = 256 * 1024
 
 _BANNER_PREFIX = b"Asterisk Call Manager/"
+
+# the optional C decoder (collector/_ami_fast.c); COLLECTOR_NO_EXTENSIONS=1 forces the pure-Python path
+_fast: Any = None
+if not os.environ.get("COLLECTOR_NO_EXTENSIONS"):
+    try:
+        from collector import _ami_fast as _fast
+    except ImportError:  # not built (no compiler at install time): the Python path is exact, only slower
+        log.debug("collector._ami_fast not built; framing in pure Python")
+#: True when the C decoder is in use.
+ACCELERATED = _fast is not None
 
 
 @dataclass(slots=True)
@@ -41,15 +53,23 @@ class AmiFramer:
 
     ``skip_events`` lists event names dropped before decoding (e.g. ``VarSet`` when the login cannot
     filter at the source); the test is a prefix compare on the raw bytes, the cheapest possible.
+    ``keep_keys`` is a projection hint: with the C decoder, only these headers (plus ``Event`` and
+    ``Response``) are decoded; without it, or for a block the C decoder hands back, every header is there.
+    Consumers must therefore read only keys they listed, and must not rely on the others being absent.
     """
 
-    __slots__ = ("_buf", "_discarding", "_skip_prefixes", "stats")
+    __slots__ = ("_buf", "_decoder", "_discarding", "_skip_prefixes", "stats")
 
-    def __init__(self, skip_events: Iterable[str] = ()) -> None:
+    def __init__(self, skip_events: Iterable[str] = (), keep_keys: Iterable[str] | None = None,
+                 accelerate: bool = True) -> None:
         self._buf = b""
         self._discarding = False
         self._skip_prefixes = tuple(f"Event: {name}\n".encode() for name in skip_events)
         self.stats = FramerStats()
+        self._decoder = None
+        if accelerate and _fast is not None:
+            keep = None if keep_keys is None else frozenset((*keep_keys, "Event", "Response"))
+            self._decoder = _fast.Decoder(self._skip_prefixes, keep, MAX_MESSAGE_BYTES)
 
     def feed(self, data: bytes) -> list[AmiMessage]:
         """Add bytes; return the messages they complete. ``b""`` means nothing (not EOF)."""
@@ -78,50 +98,63 @@ class AmiFramer:
         return out
 
     def _decode_all(self, parts: list[bytes], out: list[AmiMessage]) -> None:
-        """The hot loop (one iteration per message): everything it touches is a local."""
-        skip = self._skip_prefixes
-        append = out.append
-        messages = skipped = 0
-        for raw in parts:
-            if not raw:
-                continue
-            if raw[0] == 10:  # leading blank lines
-                raw = raw.lstrip(b"\n")
+        """The hot loop (one iteration per message). The C decoder, when built, does the exact common case
+        and hands everything else to ``_decode_one``; without it, the same loop in Python."""
+        if self._decoder is not None:
+            messages, skipped = self._decoder.decode(parts, out, self._decode_one)
+        else:
+            skip = self._skip_prefixes
+            decode_one = self._decode_one
+            skipped = 0
+            for raw in parts:
                 if not raw:
                     continue
-            if skip and raw.startswith(skip):
-                skipped += 1
-                continue
-            if len(raw) > MAX_MESSAGE_BYTES:
-                self.stats.oversized += 1
-                log.warning("ami message over %d bytes discarded", MAX_MESSAGE_BYTES)
-                continue
-            if raw.startswith(_BANNER_PREFIX):
-                line, _, raw = raw.partition(b"\n")
-                append({BANNER_KEY: line[len(_BANNER_PREFIX):].decode("utf-8", "replace").strip()})
-                if not raw:
+                if raw[0] == 10:  # leading blank lines
+                    raw = raw.lstrip(b"\n")
+                    if not raw:
+                        continue
+                if skip and raw.startswith(skip):
+                    skipped += 1
                     continue
-            lines = raw.decode("utf-8", "replace").split("\n")
-            # fast path, exact: when every line holds ": " and no key repeats, one C-level pass builds the
-            # same dict as _parse_lines; anything else (a line without ": ", a repeated key) takes the slow path
-            try:
-                msg = dict(map(_str_split, lines, _COLON_SPACE, _ONE))
-            except ValueError:
-                msg = _parse_lines(lines)
-            else:
-                if len(msg) != len(lines):
-                    msg = _parse_lines(lines)
-            if "Event" not in msg and "Response" not in msg:
-                n = self.stats.garbage = self.stats.garbage + 1
-                if n <= 10 or n % 1000 == 0:  # say what was skipped; a garbage flood must not fill the log
-                    log.warning("ami block without Event or Response skipped (%d on this connection): %r",
-                                n, "\n".join(lines)[:200])
-                continue
-            messages += 1
-            append(msg)
+                decode_one(raw, out)
+            messages = 0  # counted by _decode_one
         stats = self.stats
         stats.messages += messages
         stats.skipped += skipped
+
+    def _decode_one(self, raw: bytes, out: list[AmiMessage]) -> None:
+        """One block (not a skipped event) → zero, one or (banner + message) two messages appended to ``out``.
+        The single definition of every edge case: the C decoder sends here whatever it cannot do exactly."""
+        raw = raw.lstrip(b"\n")
+        if not raw:
+            return
+        if len(raw) > MAX_MESSAGE_BYTES:
+            self.stats.oversized += 1
+            log.warning("ami message over %d bytes discarded", MAX_MESSAGE_BYTES)
+            return
+        if raw.startswith(_BANNER_PREFIX):
+            line, _, raw = raw.partition(b"\n")
+            out.append({BANNER_KEY: line[len(_BANNER_PREFIX):].decode("utf-8", "replace").strip()})
+            if not raw:
+                return
+        lines = raw.decode("utf-8", "replace").split("\n")
+        # fast path, exact: when every line holds ": " and no key repeats, one C-level pass builds the
+        # same dict as _parse_lines; anything else (a line without ": ", a repeated key) takes the slow path
+        try:
+            msg = dict(map(_str_split, lines, _COLON_SPACE, _ONE))
+        except ValueError:
+            msg = _parse_lines(lines)
+        else:
+            if len(msg) != len(lines):
+                msg = _parse_lines(lines)
+        if "Event" not in msg and "Response" not in msg:
+            n = self.stats.garbage = self.stats.garbage + 1
+            if n <= 10 or n % 1000 == 0:  # say what was skipped; a garbage flood must not fill the log
+                log.warning("ami block without Event or Response skipped (%d on this connection): %r",
+                            n, "\n".join(lines)[:200])
+            return
+        self.stats.messages += 1
+        out.append(msg)
 
 
 _str_split = str.split
@@ -140,6 +173,12 @@ def _parse_lines(lines: list[str]) -> AmiMessage:
         if key not in msg:  # first value wins: a repeated Event: header cannot rename the event
             msg[key] = value
     return msg
+
+
+def block_decoder() -> Any:
+    """A C decoder for whole blocks (every header, no skip list), or None when it is not built: for
+    ``replay.parse_blocks``, whose blocks are not a TCP stream."""
+    return None if _fast is None else _fast.Decoder((), None, MAX_MESSAGE_BYTES)
 
 
 def iter_messages(data: bytes, skip_events: Iterable[str] = ()) -> list[AmiMessage]:

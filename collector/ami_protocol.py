@@ -35,18 +35,23 @@ LAG_WARN_SECONDS = 1.0
 #: Bytes read per loop iteration (asyncio's default is 256 KiB).
 READ_CHUNK = 1024 * 1024
 
-Sink = Callable[[AmiMessage], None]
+#: Bytes framed and handed to the sink at a time (see data_received).
+FRAME_SLICE = 64 * 1024
+
+#: Receives the events (and resync replies) of one slice, in wire order; must guard each message itself.
+Sink = Callable[[list[AmiMessage]], None]
 
 
 class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
     def __init__(self, sink: Sink, server: str, skip_events: Iterable[str] = (),
-                 on_bytes: Callable[[int], None] | None = None) -> None:
+                 on_bytes: Callable[[int], None] | None = None, keep_keys: Iterable[str] | None = None) -> None:
         super().__init__()
+        self._keep = None if keep_keys is None else frozenset(keep_keys)
         self._sink = sink
         self._server = server
         self._skip = tuple(skip_events)
         self._on_bytes = on_bytes
-        self.framer = AmiFramer(self._skip)
+        self.framer = AmiFramer(self._skip, self._keep)
         self._last_ts: float | None = None  # the stream's clock (Timestamp headers) …
         self._last_ts_mono = 0.0  # … and when we saw it
         self._pending_ts: str | None = None  # the latest Timestamp of the current chunk, unparsed
@@ -57,7 +62,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
 
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         super().connection_made(transport)
-        self.framer = AmiFramer(self._skip)
+        self.framer = AmiFramer(self._skip, self._keep)
         self.lag, self._lag_floor = 0.0, math.inf
         # asyncio reads one max_size chunk (256 KiB) per loop iteration: with the loop busy (HTTP load) that
         # caps the reader below 5k events/s and it falls behind for good; a bigger chunk lets it catch up.
@@ -68,47 +73,58 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
     def data_received(self, data: bytes) -> None:
         if self._on_bytes is not None:
             self._on_bytes(len(data))
-        try:
-            messages = self.framer.feed(data)
-        except Exception:  # the framer does not raise by design; this is the belt to its braces
-            log.exception("ami framing failed server=%s; buffer dropped", self._server)
-            self.framer = AmiFramer(self._skip)
-            return
         # clocks are read once per chunk, not per message: at 100k events/s that is most of this layer
         self._chunk_wall, self._chunk_mono = time.time(), time.monotonic()
-        for msg in messages:
-            self._route(msg)
+        # a big read is framed and handed on a slice at a time: the messages of one slice are still in the
+        # CPU cache when the tracker reads them (one 1 MiB slice made the whole path ~25 % slower)
+        n = len(data)
+        for i in range(0, n, FRAME_SLICE) if n > FRAME_SLICE else (0,):
+            self._frame_and_route(data[i:i + FRAME_SLICE] if n > FRAME_SLICE else data)
         if self._pending_ts is not None:
             self._settle_clock()
             self._note_lag(self._last_ts, self._chunk_wall)  # type: ignore[arg-type]
 
-    def _route(self, msg: AmiMessage) -> None:
-        action_id = msg.get("ActionID")
-        if action_id and not action_id.startswith(RESYNC_ACTION_PREFIX) and (
-                action_id in self.responses):
-            try:
-                self.handle_message(Message(msg))
-            except Exception:
-                log.exception("ami reply handling failed server=%s action_id=%s", self._server, action_id)
-            return
-        if BANNER_KEY in msg:
-            self.version = msg[BANNER_KEY]
-            log.info("ami banner server=%s version=%s", self._server, self.version)
-        else:
-            self._stamp(msg)
+    def _frame_and_route(self, data: bytes) -> None:
         try:
-            self._sink(msg)
+            messages = self.framer.feed(data)
+        except Exception:  # the framer does not raise by design; this is the belt to its braces
+            log.exception("ami framing failed server=%s; buffer dropped", self._server)
+            self.framer = AmiFramer(self._skip, self._keep)
+            return
+        responses = self.responses
+        events: list[AmiMessage] = []
+        for msg in messages:
+            action_id = msg.get("ActionID")
+            if action_id is not None and action_id in responses and not action_id.startswith(
+                    RESYNC_ACTION_PREFIX):
+                self._reply(msg, action_id)
+                continue
+            ts = msg.get("Timestamp")
+            if ts is not None:
+                self._pending_ts = ts  # parsed only when needed: by an untimed message or at chunk end
+            elif BANNER_KEY in msg:
+                self.version = msg[BANNER_KEY]
+                log.info("ami banner server=%s version=%s", self._server, self.version)
+            else:
+                self._stamp(msg)
+            events.append(msg)
+        if events:
+            try:
+                self._sink(events)
+            except Exception:  # the sink guards each message itself; this is the belt to its braces
+                log.exception("ami event handling failed server=%s events=%d", self._server, len(events))
+
+    def _reply(self, msg: AmiMessage, action_id: str) -> None:
+        """A reply to one of panoramisk's own actions (Login, Ping …): its future, not the sink."""
+        try:
+            self.handle_message(Message(msg))
         except Exception:
-            log.exception("ami event handling failed server=%s event=%s", self._server, msg.get("Event"))
+            log.exception("ami reply handling failed server=%s action_id=%s", self._server, action_id)
 
     def _stamp(self, msg: AmiMessage) -> None:
         """Give untimed messages (resync items, FullyBooted, or every event when Asterisk runs without
         ``timestampevents``) a time on the stream's own clock: the last Timestamp seen plus the local
         time elapsed since, so resync-derived times never mix two clocks."""
-        ts = msg.get("Timestamp")
-        if ts is not None:
-            self._pending_ts = ts  # parsed only when needed: by an untimed message or at chunk end
-            return
         if self._pending_ts is not None:
             self._settle_clock()
         if self._last_ts is None:

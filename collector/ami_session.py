@@ -24,6 +24,7 @@ from panoramisk import Manager
 from collector.ami_framing import AmiMessage
 from collector.ami_protocol import RESYNC_ACTION_PREFIX, FramedAMIProtocol
 from collector.config import AmiServerSettings, CollectorSettings
+from collector.tracker import TRACKER_KEYS
 
 __all__ = ["AmiSession", "ServerStatus", "TRACKED_EVENTS", "NOISE_EVENTS"]
 
@@ -42,7 +43,11 @@ NOISE_EVENTS = (
     "NewAccountCode", "BridgeCreate", "BridgeDestroy",
 )
 
-MessageSink = Callable[[int, AmiMessage], None]
+#: Headers the session and its protocol read on top of the tracker's (replies are never projected).
+SESSION_KEYS = TRACKER_KEYS | {"ListItems", "Shutdown", "Restart"}
+
+#: Receives (server_id, the messages of one TCP read slice in wire order); must not raise.
+MessageSink = Callable[[int, list[AmiMessage]], None]
 
 
 @dataclass(slots=True)
@@ -140,7 +145,8 @@ class AmiSession:
             events="off" if self.cfg.send_filter else self.cfg.events,
             ping_delay=10**9, ping_interval=10**9,  # our own pinger has a pong timeout
             reconnect_timeout=self.settings.reconnect_min,
-            protocol_factory=lambda: FramedAMIProtocol(self._on_message, self.name, NOISE_EVENTS, self._on_bytes),
+            protocol_factory=lambda: FramedAMIProtocol(self._on_messages, self.name, NOISE_EVENTS, self._on_bytes,
+                                                       SESSION_KEYS),
             log=logging.getLogger("collector.panoramisk"),
         )
         self._manager.connect()
@@ -258,23 +264,28 @@ class AmiSession:
         self.status.bytes += n
         self.status.last_event_at = time.time()  # per chunk, not per message
 
-    def _on_message(self, msg: AmiMessage) -> None:
-        self.status.events += 1
-        action_id = msg.get("ActionID")
-        if action_id and action_id.startswith(RESYNC_ACTION_PREFIX):
-            fut = self._resync_waiters.get(action_id)
-            if fut is not None and not fut.done():
-                if msg.get("Event") == "CoreShowChannelsComplete":
-                    fut.set_result(int(msg.get("ListItems", "0") or 0))
-                elif msg.get("Response") == "Error":
-                    fut.set_exception(RuntimeError(msg.get("Message", "error")))
-        event = msg.get("Event")
-        if event == "FullyBooted":
-            self.request_resync()
-        elif event == "Shutdown":
-            log.warning("asterisk shutting down server=%s shutdown=%s restart=%s", self.name,
-                        msg.get("Shutdown"), msg.get("Restart"))
-        self._sink(self.server_id, msg)
+    def _on_messages(self, msgs: list[AmiMessage]) -> None:
+        self.status.events += len(msgs)
+        for msg in msgs:  # only resync replies and two lifecycle events concern the session itself
+            action_id = msg.get("ActionID")
+            if action_id is not None and action_id.startswith(RESYNC_ACTION_PREFIX):
+                self._on_resync_message(action_id, msg)
+            event = msg.get("Event")
+            if event == "FullyBooted":
+                self.request_resync()
+            elif event == "Shutdown":
+                log.warning("asterisk shutting down server=%s shutdown=%s restart=%s", self.name,
+                            msg.get("Shutdown"), msg.get("Restart"))
+        self._sink(self.server_id, msgs)
+
+    def _on_resync_message(self, action_id: str, msg: AmiMessage) -> None:
+        fut = self._resync_waiters.get(action_id)
+        if fut is not None and not fut.done():
+            if msg.get("Event") == "CoreShowChannelsComplete":
+                items = msg.get("ListItems", "")
+                fut.set_result(int(items) if items.isdigit() else 0)
+            elif msg.get("Response") == "Error":
+                fut.set_exception(RuntimeError(msg.get("Message", "error")))
 
     # ------------------------------------------------------------------ resync
     def request_resync(self) -> None:

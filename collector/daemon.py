@@ -113,8 +113,8 @@ class Daemon:
             self.notifier.notify(ready=1, status=self.status_line())
 
     # ------------------------------------------------------------------ events
-    def on_message(self, server_id: int, msg: AmiMessage) -> None:
-        changes = self.tracker.apply(server_id, msg)
+    def on_messages(self, server_id: int, msgs: list[AmiMessage]) -> None:
+        changes = self.tracker.apply_many(server_id, msgs)
         if changes:
             self.live.apply(changes)
 
@@ -135,7 +135,7 @@ class Daemon:
                      len(restored))
         enabled = [srv for srv in s.servers if srv.enabled]
         for i, srv in enumerate(enabled):
-            self.sessions.append(AmiSession(srv, s.collector, self.on_message, stagger=i / max(1, len(enabled))))
+            self.sessions.append(AmiSession(srv, s.collector, self.on_messages, stagger=i / max(1, len(enabled))))
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=api_settings(s), clock=time.time,
                        changes=ChangeHub.following(self.live))
         app = create_app(deps)

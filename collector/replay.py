@@ -43,7 +43,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from collector import ami_framing
 from collector.traces import read_trace
 
 __all__ = [
@@ -61,8 +63,9 @@ _DEFAULT_FULLY_BOOTED = (b"Event: FullyBooted\r\nPrivilege: system,all\r\nUptime
 _BLOCK_END = re.compile(rb"\r?\n\r?\n")
 #: Largest action block accepted from a client before its buffer is discarded as garbage.
 _MAX_ACTION_BYTES = 64 * 1024
-#: Fast mode: yield to the event loop at least this often so clients' actions are served mid-stream.
-_YIELD_EVERY = 64
+#: Events parsed at a time; the player yields to the event loop (clients' actions are served, buffered
+#: output is written) after each batch, and in timed mode whenever it waits for the next event's time.
+_BATCH = 64
 
 #: Asterisk's event class bits (include/asterisk/manager.h), for numeric ``Events:`` masks.
 EVENT_CLASS_BITS: dict[str, int] = {
@@ -111,7 +114,7 @@ class TraceSession:
 def parse_block(raw: bytes) -> dict[str, str]:
     """Headers of one AMI block; the first value of a repeated key wins (as in ``ami_framing``)."""
     out: dict[str, str] = {}
-    for line in raw.decode("utf-8", "replace").splitlines():
+    for line in raw.decode("utf-8", "replace").replace("\r", "").split("\n"):
         key, sep, value = line.partition(": ")
         if not sep:
             key, sep, value = line.partition(":")
@@ -119,6 +122,24 @@ def parse_block(raw: bytes) -> dict[str, str]:
                 continue
         if key not in out:
             out[key] = value
+    return out
+
+
+def _parse_slow(raw: bytes, out: list[dict[str, str]]) -> None:
+    out.append(parse_block(raw))
+
+
+def parse_blocks(raws: list[bytes], decoder: Any = None) -> list[dict[str, str]]:
+    """``[parse_block(r) for r in raws]``, ~4x faster with ``decoder`` (``ami_framing.block_decoder()``). Each
+    raw is one whole block (no blank line inside), so the joined, CR-less bytes split back into exactly these."""
+    if decoder is None:
+        return [parse_block(r) for r in raws]
+    parts = b"".join(raws).replace(b"\r", b"").split(b"\n\n")
+    if len(parts) != len(raws) + 1 or parts[-1]:
+        return [parse_block(r) for r in raws]  # not whole blocks after all
+    parts.pop()
+    out: list[dict[str, str]] = []
+    decoder.decode(parts, out, _parse_slow)
     return out
 
 
@@ -478,6 +499,7 @@ class _Client:
     closing: bool = False
     events_sent: int = 0
     stalled_since: float | None = None  # loop time its write buffer went over the high-water mark
+    out: list[bytes] = field(default_factory=list)  # events not yet handed to the transport (see _flush)
 
     def wants(self, classes: frozenset[str], raw: bytes) -> bool:
         if not self.mask.allows(classes):
@@ -583,6 +605,8 @@ class ReplayServer:
         if not self.sessions:
             raise ValueError("no AMI session in " + ", ".join(map(str, self.paths)))
         self.state = ChannelTable()
+        self._decoder = ami_framing.block_decoder()
+        self._classes_of: dict[str, frozenset[str]] = {}
         # counters / observable state (read them; wait on them with wait_for)
         self.events_sent = 0
         self.connections_total = 0
@@ -954,6 +978,7 @@ class ReplayServer:
 
     async def _wait_client(self) -> None:
         if self.clients_logged_in == 0:
+            await self._flush()
             self._anchor = None
             await self.wait_for(lambda: self.clients_logged_in > 0)
 
@@ -972,33 +997,50 @@ class ReplayServer:
     async def _play_session(self, si: int, session: TraceSession) -> None:
         rw = self._rewriter(self.pass_index)
         seen_channel_event = False
-        since_yield = 0
-        for item in session.items:
+        items = session.items
+        i, n = 0, len(items)
+        while i < n:
+            item = items[i]
             if isinstance(item, TraceSeed):
                 # at session start it was applied already; later, only fill what a recorder gap hid
                 self._apply_seed(item, rw, authoritative=not seen_channel_event)
+                i += 1
                 continue
-            raw = rw(item)
-            msg = parse_block(raw)
-            name = msg.get("Event", "")
-            if name in ("Newchannel", "Hangup"):
-                seen_channel_event = True
-            ts = _float(msg.get("Timestamp"))
-            await self._pace(ts)
-            await self._check_hold(ReplayEvent(self.events_sent, si, self.pass_index, name, ts, msg, raw))
-            if self.pause_when_idle and self.clients_logged_in == 0:
-                await self._wait_client()
-                self._restart_clock(ts)
-            if ts is not None:
-                self._trace_now = ts if self._trace_now is None else max(self._trace_now, ts)
-            self.state.apply(msg, ts if ts is not None else (self._trace_now or 0.0))
-            if self.wall_clock and ts is not None:
-                raw = _TS_RE.sub(b"\nTimestamp: %.6f" % time.time(), raw, count=1)
-            await self._broadcast(raw, _privilege_classes(msg))
-            since_yield += 1
-            if since_yield >= _YIELD_EVERY:
-                since_yield = 0
-                await asyncio.sleep(0)
+            j = i + 1
+            while j < n and j - i < _BATCH and not isinstance(items[j], TraceSeed):
+                j += 1
+            raws = [rw(it) for it in items[i:j]]  # type: ignore[arg-type]
+            i = j
+            for raw, msg in zip(raws, parse_blocks(raws, self._decoder)):
+                name = msg.get("Event", "")
+                if name in ("Newchannel", "Hangup"):
+                    seen_channel_event = True
+                ts = _float(msg.get("Timestamp"))
+                if not self.fast:
+                    await self._pace(ts)
+                if self._hold_after is not None or self._hold_when is not None:
+                    await self._check_hold(ReplayEvent(self.events_sent, si, self.pass_index, name, ts, msg, raw))
+                if self.pause_when_idle and self.clients_logged_in == 0:
+                    await self._wait_client()
+                    self._restart_clock(ts)
+                if ts is not None:
+                    self._trace_now = ts if self._trace_now is None else max(self._trace_now, ts)
+                self.state.apply(msg, ts if ts is not None else (self._trace_now or 0.0))
+                if self.wall_clock and ts is not None:
+                    raw = _TS_RE.sub(b"\nTimestamp: %.6f" % time.time(), raw, count=1)
+                self._broadcast(raw, self._classes(msg))
+            await self._flush()
+            await asyncio.sleep(0)
+
+    def _classes(self, msg: dict[str, str]) -> frozenset[str]:
+        """``_privilege_classes``, memoised by the header's text (a handful of distinct values)."""
+        priv = msg.get("Privilege", "")
+        classes = self._classes_of.get(priv)
+        if classes is None:
+            classes = _privilege_classes(msg)
+            if len(self._classes_of) < 1024:  # bounded against an odd trace
+                self._classes_of[priv] = classes
+        return classes
 
     async def _end_pass(self) -> None:
         now = self._trace_now or 0.0
@@ -1009,7 +1051,8 @@ class ReplayServer:
         for raw in blocks:
             msg = parse_block(raw)
             self.state.apply(msg, now)
-            await self._broadcast(raw, _privilege_classes(msg))
+            self._broadcast(raw, _privilege_classes(msg))
+        await self._flush()
         self.state.clear()
 
     async def _pace(self, ts: float | None) -> None:
@@ -1024,6 +1067,7 @@ class ReplayServer:
         delay = wall0 + (ts - ts0) / self.speed - loop.time()
         if delay > 0.001:
             self._next_ts = ts
+            await self._flush()
             try:
                 await asyncio.sleep(delay)
             finally:
@@ -1043,6 +1087,7 @@ class ReplayServer:
 
     async def _check_hold(self, ev: ReplayEvent) -> None:
         while self._should_hold(ev):
+            await self._flush()
             self.held = True
             anchor_was = self._anchor is not None
             self._anchor = None
@@ -1058,15 +1103,25 @@ class ReplayServer:
         if not self.fast and ts is not None:
             self._anchor = (asyncio.get_running_loop().time(), ts)
 
-    async def _broadcast(self, raw: bytes, classes: frozenset[str]) -> None:
-        targets = []
+    def _broadcast(self, raw: bytes, classes: frozenset[str]) -> None:
+        """Queue one event for every client that wants it; ``_flush`` writes the queues. The player flushes
+        before every wait, so nothing else (an action's reply, a test's check) ever runs while events that
+        ``events_sent`` already counts are still queued."""
         for client in self._clients.values():
             if client.logged_in and not client.closing and client.wants(classes, raw):
-                client.write(raw)
+                client.out.append(raw)
                 client.events_sent += 1
-                targets.append(client)
         self.events_sent += 1
-        self._poke()
+        if self._waiters:
+            self._poke()
+
+    async def _flush(self) -> None:
+        targets = []
+        for client in self._clients.values():
+            if client.out:
+                client.write(b"".join(client.out))
+                client.out.clear()
+                targets.append(client)
         if self.fast:  # as fast as the (slowest) client reads
             for client in targets:
                 if client.over_high_water():

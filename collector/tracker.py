@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from collector.ami_framing import BANNER_KEY
 from collector.calls import CallChange, CallStatus, CallView, Leg
 
-__all__ = ["CallTracker", "TrackerStats", "RX_TIME_KEY"]
+__all__ = ["CallTracker", "TrackerStats", "RX_TIME_KEY", "TRACKER_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ RX_TIME_KEY = "_RxTime"
 _UP = 6
 _TOMBSTONE_SECONDS = 300.0
 _TOMBSTONE_MAX = 200_000
-_NO_CHANGES: list[CallChange] = []
 _IGNORED_EXTENS = frozenset(("", "s"))
 
 
@@ -149,6 +148,13 @@ _LOCAL_ONE_KEYS = _snapshot_keys("LocalOne")
 _LOCAL_TWO_KEYS = _snapshot_keys("LocalTwo")
 
 
+#: Every header the tracker reads (the framer's projection, ``AmiFramer(keep_keys=…)``): add here any key
+#: a handler starts to read, or the C decoder will not decode it.
+TRACKER_KEYS = frozenset((*_PLAIN_KEYS, *_DEST_KEYS, *_LOCAL_ONE_KEYS, *_LOCAL_TWO_KEYS, "Event", "Timestamp",
+                          RX_TIME_KEY, "ActionID", "EventList", "Message", "Duration", "BridgeId", "BridgeType",
+                          "BridgeUniqueid", "Newname", "Uptime"))
+
+
 def _creation_order(ch: _Channel) -> tuple[float, str]:
     return (ch.created, ch.uniqueid)
 
@@ -200,44 +206,54 @@ class CallTracker:
     # ------------------------------------------------------------------ public API
     def apply(self, server_id: int, msg: Mapping[str, str]) -> list[CallChange]:
         """Apply one AMI message; return the call changes it caused (often none)."""
+        return self.apply_many(server_id, (msg,))
+
+    def apply_many(self, server_id: int, msgs: Iterable[Mapping[str, str]]) -> list[CallChange]:
+        """Apply messages in order; return the call changes they caused, each as ``apply`` would have.
+        One call per TCP chunk: the per-message loop is the collector's hottest code."""
         srv = self._servers.get(server_id)
         if srv is None:
             srv = self._servers[server_id] = _Server(server_id)
-        event = msg.get("Event")
-        if event is None:
-            self._on_non_event(srv, msg)
-            return _NO_CHANGES
-        handler = self._handlers.get(event)
-        stats = srv.stats
-        stats.events += 1
-        if handler is None:
-            stats.ignored += 1
-            return _NO_CHANGES
-        ts = msg.get("Timestamp") or msg.get(RX_TIME_KEY)
-        t = srv.now
-        if ts:
-            try:
-                t = float(ts)
-            except ValueError:
-                pass
-            if t > srv.now:
-                srv.now = t
-        # times recorded for this message (creation, answer) are its own, so one message stamped on
-        # another clock (a resync item after a reconnect) cannot shift the times of later events
-        srv.event_time = t
-        srv.seq += 1
+        out: list[CallChange] = []
+        handlers = self._handlers
         touched = self._touched  # one set reused for every message (apply is not reentrant)
-        try:
-            handler(srv, msg, touched)
-        except Exception:  # a tracker bug must never take the AMI session down
-            stats.errors += 1
-            log.exception("tracker failed on event=%s server=%s", event, server_id)
-        if not touched:
-            return _NO_CHANGES
-        try:
-            return self._changes(srv, touched)
-        finally:
-            touched.clear()
+        events = ignored = 0
+        for msg in msgs:
+            event = msg.get("Event")
+            if event is None:
+                self._on_non_event(srv, msg)
+                continue
+            events += 1
+            handler = handlers.get(event)
+            if handler is None:
+                ignored += 1
+                continue
+            ts = msg.get("Timestamp") or msg.get(RX_TIME_KEY)
+            t = srv.now
+            if ts:
+                try:
+                    t = float(ts)
+                except ValueError:
+                    pass
+                if t > srv.now:
+                    srv.now = t
+            # times recorded for this message (creation, answer) are its own, so one message stamped on
+            # another clock (a resync item after a reconnect) cannot shift the times of later events
+            srv.event_time = t
+            srv.seq += 1
+            try:
+                handler(srv, msg, touched)
+                if touched:
+                    self._changes(srv, touched, out)
+                    touched.clear()
+            except Exception:  # a tracker bug must never take the AMI session down
+                touched.clear()
+                srv.stats.errors += 1
+                log.exception("tracker failed on event=%s server=%s", event, server_id)
+        stats = srv.stats
+        stats.events += events
+        stats.ignored += ignored
+        return out
 
     def calls(self, server_id: int | None = None) -> list[CallView]:
         servers = self._servers.values() if server_id is None else (
@@ -282,7 +298,7 @@ class CallTracker:
             by_server.setdefault(view.server_id, set()).add(view.linkedid)
             srv.now = max(srv.now, view.answer_time or 0.0, view.start_time)
         for server_id, keys in by_server.items():
-            changes.extend(self._changes(self._servers[server_id], keys))
+            self._changes(self._servers[server_id], keys, changes)
         return changes
 
     # ------------------------------------------------------------------ channel bookkeeping
@@ -557,8 +573,8 @@ class CallTracker:
                 self._tombstone(srv, ch.uniqueid)
 
     # ------------------------------------------------------------------ views
-    def _changes(self, srv: _Server, touched: Iterable[str]) -> list[CallChange]:
-        out: list[CallChange] = []
+    def _changes(self, srv: _Server, touched: Iterable[str], out: list[CallChange]) -> None:
+        """Append to ``out`` the changes of the touched calls."""
         calls = srv.calls
         for linkedid in touched:
             call = calls.get(linkedid)
@@ -575,7 +591,6 @@ class CallTracker:
                 continue
             call.view = view
             out.append(CallChange("added" if old is None else "updated", (srv.server_id, linkedid), view))
-        return out
 
     def _view(self, srv: _Server, call: _Call) -> CallView:
         """The call as shown now; ``call.view`` itself when nothing visible changed (no allocation)."""

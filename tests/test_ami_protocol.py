@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,16 @@ class _Transport(asyncio.Transport):
         return self.closed
 
 
-def _protocol(sink: object) -> tuple[FramedAMIProtocol, _Transport]:
-    proto = FramedAMIProtocol(sink, "t")  # type: ignore[arg-type]
+def _protocol(sink: Callable[[AmiMessage], None]) -> tuple[FramedAMIProtocol, _Transport]:
+    """The protocol with a per-message sink (it hands the sink one list per read slice)."""
+    proto = FramedAMIProtocol(lambda msgs: [sink(m) for m in msgs], "t")
     transport = _Transport()
     proto.connection_made(transport)
     return proto, transport
 
 
-async def test_an_exception_in_the_event_handler_does_not_close_the_connection() -> None:
+async def test_an_exception_in_the_event_handler_does_not_close_the_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
     seen: list[AmiMessage] = []
 
     def sink(msg: AmiMessage) -> None:
@@ -46,9 +49,11 @@ async def test_an_exception_in_the_event_handler_does_not_close_the_connection()
             raise RuntimeError("handler bug")
 
     proto, transport = _protocol(sink)
-    proto.data_received(b"Event: Boom\r\nX: 1\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")
+    proto.data_received(b"Event: Boom\r\nX: 1\r\n\r\n")
+    proto.data_received(b"Event: Hangup\r\nUniqueid: 1.1\r\n\r\n")
     assert [m["Event"] for m in seen] == ["Boom", "Hangup"]
     assert not transport.closed
+    assert "ami event handling failed server=t events=1" in caplog.text
 
 
 async def test_repeated_event_header_does_not_close_the_connection() -> None:

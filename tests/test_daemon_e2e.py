@@ -110,10 +110,10 @@ class LosingReplay(ReplayServer):
     """Asterisk hangs the channels up (its state follows the trace) but the Hangup events never reach
     the client: the lost-event case reconciliation exists for."""
 
-    async def _broadcast(self, raw: bytes, classes: frozenset[str]) -> None:
+    def _broadcast(self, raw: bytes, classes: frozenset[str]) -> None:
         if raw.startswith(b"Event: Hangup\r\n"):
             return
-        await super()._broadcast(raw, classes)
+        super()._broadcast(raw, classes)
 
 
 async def test_lost_hangups_are_reconciled_within_two_intervals(tmp_path: Path) -> None:

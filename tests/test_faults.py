@@ -330,7 +330,7 @@ class HostileReplay(ReplayServer):
         raw = bytes(self.rnd.randrange(256) for _ in range(n))
         return raw.replace(b"Event", b"Evxnt").replace(b"Response", b"Rxsponse")
 
-    async def _broadcast(self, raw: bytes, classes: frozenset[str]) -> None:
+    def _broadcast(self, raw: bytes, classes: frozenset[str]) -> None:
         if classes <= {"call", "system"} and classes:
             kind = self.plan.get(self.visible)
             self.visible += 1
@@ -345,9 +345,9 @@ class HostileReplay(ReplayServer):
                 else:
                     prefix = self._garbage(80).replace(b"\n", b" ").replace(b"\r", b" ") + b"\r\n"
                 self.injected[kind] = self.injected.get(kind, 0) + 1
-                await super()._broadcast(prefix, classes)
+                super()._broadcast(prefix, classes)
                 self.events_sent -= 1  # the damage is not an event of the trace
-        await super()._broadcast(raw, classes)
+        super()._broadcast(raw, classes)
 
 
 async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_calls(
