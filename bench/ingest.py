@@ -12,13 +12,14 @@ on those same bytes, each in a fresh worker process (so one measurement's heap c
 
 (a) panoramisk alone: stock ``panoramisk.ami_protocol.AMIProtocol.data_received`` fed 64 KiB chunks in-process,
     no-op dispatch: the parsing floor any panoramisk-based collector pays.
-(b) tracker alone: ``AmiFramer`` (with the session's NOISE_EVENTS skip list) → ``CallTracker.apply`` (→ LiveTable),
-    in-process, 64 KiB chunks; each stage reported on its own.
+(b) tracker alone: ``AmiFramer`` (the session's NOISE_EVENTS skip list and SESSION_KEYS projection) →
+    ``CallTracker.apply_many`` (→ LiveTable), in-process, 64 KiB chunks; each stage reported on its own.
 (c) full path: ``collector.replay.ReplayServer`` in fast mode (its own process) → TCP 127.0.0.1 → ``AmiSession``
     (panoramisk Manager + FramedAMIProtocol) → tracker → LiveTable, with the durable table flushing every second
     (SQLite in the temp dir), like the daemon. Rates use the collector process's own CPU time ("per core") and wall
     time; when the replay server (one core, Python) cannot send faster than the collector reads, the wall rate is
     the server's, so (c') repeats the run with a minimal "blast" AMI server that writes the pre-rendered bytes.
+Every worker runs with the daemon's GC thresholds (``collector.daemon.tune_gc``), (a) included.
 Events/s always counts *wire* events (every event the server sent to that login, including those the framer drops
 by prefix), so (a), (b) and (c) divide the same numerator.
 
@@ -153,7 +154,7 @@ def worker_panoramisk(a: dict[str, Any]) -> dict[str, Any]:
 
 def worker_tracker(a: dict[str, Any]) -> dict[str, Any]:
     from collector.ami_framing import AmiFramer
-    from collector.ami_session import NOISE_EVENTS
+    from collector.ami_session import NOISE_EVENTS, SESSION_KEYS
     from collector.live_table import LiveTable
     from collector.tracker import CallTracker
 
@@ -162,36 +163,35 @@ def worker_tracker(a: dict[str, Any]) -> dict[str, Any]:
     del data
     out: dict[str, Any] = {}
 
+    # as the AMI session drives them: the session's skip list and key projection, one apply_many per chunk
     def framer_only() -> dict[str, Any]:
-        fr = AmiFramer(NOISE_EVENTS)
+        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS)
         n = 0
         for chunk in chunks:
             n += len(fr.feed(chunk))
         return {"messages": n, "skipped": fr.stats.skipped}
 
     def with_tracker() -> dict[str, Any]:
-        fr = AmiFramer(NOISE_EVENTS)
+        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS)
         trk = CallTracker()
-        apply = trk.apply
+        apply_many = trk.apply_many
         changes = 0
         for chunk in chunks:
-            for msg in fr.feed(chunk):
-                changes += len(apply(1, msg))
+            changes += len(apply_many(1, fr.feed(chunk)))
         return {"changes": changes, "errors": trk.stats(1).errors}
 
     def with_live() -> dict[str, Any]:
-        fr = AmiFramer(NOISE_EVENTS)
+        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS)
         trk = CallTracker()
         live = LiveTable()
-        apply = trk.apply
+        apply_many = trk.apply_many
         peak = 0
         for chunk in chunks:
-            for msg in fr.feed(chunk):
-                changes = apply(1, msg)
-                if changes:
-                    live.apply(changes)
-                    if len(live) > peak:
-                        peak = len(live)
+            changes = apply_many(1, fr.feed(chunk))
+            if changes:
+                live.apply(changes)
+                if len(live) > peak:
+                    peak = len(live)
         return {"peak_calls": peak, "final_calls": len(live), "errors": trk.stats(1).errors}
 
     stages = {"framer": framer_only, "tracker": with_tracker, "live": with_live}
@@ -670,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(json.loads(ns.args)))
         return 0
     if ns.worker:
+        from collector.daemon import tune_gc
+        tune_gc()  # every worker, (a) included, runs with the daemon's GC thresholds
         args = json.loads(ns.args)
         fn = {"panoramisk": worker_panoramisk, "tracker": worker_tracker, "memory": worker_memory,
               "collector": worker_collector, "resync": worker_resync}[ns.worker]

@@ -330,8 +330,9 @@ class CallTracker:
             self._attach(srv, ch, touched)
         else:
             # only a change to what a CallView shows marks the call touched: most events
-            # (NewConnectedLine, HangupRequest, DialState …) change nothing visible
-            changed = False
+            # (NewConnectedLine, HangupRequest, DialState …) change nothing visible. Every leg's name and
+            # state are shown; caller number/name and exten only of the leg shown as the caller.
+            changed = caller_changed = False
             state = get(k_state)
             if state and state != ch.state_raw:  # the same text parses to the same state: skip it
                 n = _int(state, ch.state)
@@ -343,15 +344,15 @@ class CallTracker:
             num = get(k_num)
             if num is not None and num != ch.caller_num:
                 ch.caller_num = num
-                changed = True
+                caller_changed = True
             cname = get(k_name)
             if cname is not None and cname != ch.caller_name:
                 ch.caller_name = cname
-                changed = True
+                caller_changed = True
             exten = get(k_exten)
             if exten is not None and exten != ch.exten:
                 ch.exten = exten
-                changed = True
+                caller_changed = True
             name = get(k_channel)
             if name and name != ch.name:
                 ch.name = name
@@ -362,8 +363,17 @@ class CallTracker:
                 self._relink(srv, ch, linkedid, touched)
             elif changed:
                 touched.add(linkedid)
+            elif caller_changed and (uid == linkedid or self._shown_caller(srv, linkedid) is ch):
+                touched.add(linkedid)
         ch.last_seq = srv.seq
         return ch
+
+    @staticmethod
+    def _shown_caller(srv: _Server, linkedid: str) -> _Channel | None:
+        """The leg ``_view`` last showed as the caller when it is not the Linkedid channel (first seen
+        mid-call, or the caller already left); a leg that is neither cannot change a view's caller fields."""
+        call = srv.calls.get(linkedid)
+        return None if call is None else call.caller
 
     def _attach(self, srv: _Server, ch: _Channel, touched: set[str]) -> None:
         call = srv.calls.get(ch.linkedid)
@@ -437,6 +447,7 @@ class CallTracker:
                 members.discard(ch.uniqueid)
                 if not members:
                     del srv.bridges[ch.bridge]
+        left = bool(ch.bridge)
         ch.bridge = bridge
         if bridge:
             members = srv.bridges.get(bridge)
@@ -444,7 +455,13 @@ class CallTracker:
                 srv.bridges[bridge] = {ch.uniqueid}
             else:
                 members.add(ch.uniqueid)
-        touched.add(ch.linkedid)
+        # a bridge shows only through the status: joining can only answer a ringing call, leaving can only
+        # un-answer an answered one; anything else changes nothing visible
+        call = srv.calls.get(ch.linkedid)
+        view = None if call is None else call.view
+        if view is None or (bridge and view.status is CallStatus.RINGING) or (
+                left and view.status is CallStatus.ANSWERED):
+            touched.add(ch.linkedid)
 
     def _unify_linkedids(self, srv: _Server, bridge: str, touched: set[str]) -> None:
         """Asterisk gives every member of a basic bridge the oldest Linkedid among them
