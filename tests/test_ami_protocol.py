@@ -20,6 +20,7 @@ class _Transport(asyncio.Transport):
         super().__init__()
         self.written = b""
         self.closed = False
+        self.max_size = 256 * 1024  # asyncio's selector transport reads this many bytes per loop iteration
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
         self.written += data
@@ -113,3 +114,28 @@ async def test_logged_in_means_login_accepted_not_tcp_connected(tmp_path: Path) 
     finally:
         await session.stop()
         server.close()
+
+
+def _full_read(size: int) -> bytes:
+    block = b"Event: Newstate\r\nUniqueid: 1.1\r\nChannelState: 6\r\n\r\n"
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def test_read_size_grows_only_when_other_work_holds_the_loop_and_shrinks_back() -> None:
+    from collector import ami_protocol
+
+    seen: list[AmiMessage] = []
+    proto, transport = _protocol(seen.append)
+    assert transport.max_size == ami_protocol.READ_MIN
+    sizes = []
+    for _ in range(4):  # full reads, each after a long gap (HTTP work between two reads): grow to READ_MAX
+        proto._read_end -= 1.0  # noqa: SLF001 (the previous read ended a second ago)
+        proto.data_received(_full_read(proto.read_size))
+        sizes.append(transport.max_size)
+    assert sizes == [4 * ami_protocol.READ_MIN, ami_protocol.READ_MAX, ami_protocol.READ_MAX,
+                     ami_protocol.READ_MAX]
+    proto.data_received(_full_read(proto.read_size))  # full, but straight after the previous one: shrink
+    assert transport.max_size == ami_protocol.READ_MAX // 2
+    proto.data_received(b"\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")  # partial: we keep up
+    assert transport.max_size == ami_protocol.READ_MIN
+    assert seen[-1]["Event"] == "Hangup" and len(seen) > 40_000  # nothing lost on the way
