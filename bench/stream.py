@@ -28,7 +28,6 @@ import resource
 import sys
 import time
 from collections import deque
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,13 +79,13 @@ async def _ingest(table: LiveTable, templates: list, rate: int, stop: asyncio.Ev
             n += 1
             tpl = templates[n % len(templates)]
             now = time.time()
-            call = replace(tpl.call, linkedid=f"b{n}", uniqueid=f"b{n}", status=CallStatus.RINGING,
+            call = tpl.call._replace(linkedid=f"b{n}", uniqueid=f"b{n}", status=CallStatus.RINGING,
                            answer_time=None, src=f"{now:.6f}")
             changes.append(CallChange("added", call.key, call))
             ringing.append(call)
             if len(ringing) > 1:
                 old = ringing.popleft()
-                up = replace(old, status=CallStatus.ANSWERED, answer_time=now, src=f"{now:.6f}")
+                up = old._replace(status=CallStatus.ANSWERED, answer_time=now, src=f"{now:.6f}")
                 changes.append(CallChange("updated", up.key, up))
                 live.append(up)
             if len(live) > pool:

@@ -9,6 +9,7 @@
  *
  * Decoder(skip_prefixes: tuple[bytes, ...], keep: frozenset[str] | None, max_bytes: int)
  *   .decode(parts: list[bytes], out: list, slow: Callable[[bytes, list], None]) -> (messages, skipped)
+ *   .feed(buf: bytes, out: list, slow) -> (consumed, messages, skipped)   (buf as read: CRLF, partial tail)
  * `keep`, when given, is the set of header names to keep in events (a projection: the others are never
  * decoded); replies (blocks starting "Response:") always keep every header.
  */
@@ -122,15 +123,22 @@ static PyObject *lookup_key(Decoder *self, const char *p, Py_ssize_t len, int *k
  * when the block must take the Python path, or NULL with an error set. */
 static PyObject *decode_block(Decoder *self, const char *p, Py_ssize_t n) {
     /* replies (to Login, Ping …) go to panoramisk, which may read any header: never projected */
-    int project = self->keep != NULL && !(n >= RESPONSE_LEN && memcmp(p, RESPONSE, RESPONSE_LEN) == 0);
+    int project = self->keep != NULL && !(n >= (Py_ssize_t)RESPONSE_LEN && memcmp(p, RESPONSE, RESPONSE_LEN) == 0);
     PyObject *msg = PyDict_New();
     if (msg == NULL)
         return NULL;
     const char *end = p + n;
     while (p < end) {
-        const char *eol = memchr(p, '\n', end - p);
-        if (eol == NULL)
-            eol = end;
+        const char *next = memchr(p, '\n', end - p);
+        if (next == NULL)
+            next = end;
+        /* the Python path removes every CR: a trailing one (CRLF) is trimmed here; one anywhere else in
+         * the line takes the Python path */
+        const char *eol = next;
+        while (eol > p && eol[-1] == '\r')
+            eol--;
+        if (memchr(p, '\r', eol - p) != NULL)
+            goto fallback;
         const char *colon = NULL;
         for (const char *q = p; q + 1 < eol; q++) {
             if (q[0] == ':' && q[1] == ' ') {
@@ -163,7 +171,7 @@ static PyObject *decode_block(Decoder *self, const char *p, Py_ssize_t n) {
         } else {
             Py_XDECREF(owned);
         }
-        p = eol + 1;
+        p = next + 1;
     }
     int has = PyDict_Contains(msg, str_event);
     if (has == 0)
@@ -186,65 +194,125 @@ error:
     return NULL;
 }
 
+/* Does the block (leading CR/LF already skipped) start with one of the skip prefixes? The prefixes are
+ * "Event: Name\n"; the block may still hold its CRs, so "Event: Name" then CRs then LF matches too. */
+static int skipped_by_prefix(Decoder *self, const char *p, Py_ssize_t n) {
+    Py_ssize_t nskip = PyTuple_GET_SIZE(self->skip);
+    for (Py_ssize_t j = 0; j < nskip; j++) {
+        PyObject *prefix = PyTuple_GET_ITEM(self->skip, j);
+        Py_ssize_t plen = PyBytes_GET_SIZE(prefix) - 1;  /* without its "\n" */
+        if (plen < 0 || n <= plen || memcmp(p, PyBytes_AS_STRING(prefix), plen) != 0)
+            continue;
+        Py_ssize_t k = plen;
+        while (k < n && p[k] == '\r')
+            k++;
+        if (k < n && p[k] == '\n')
+            return 1;
+    }
+    return 0;
+}
+
+/* One block [p, p+n), which may start with blank lines and hold CRs. Appends its message to `out`, or
+ * hands the original bytes to `slow`. Returns 1 for a message decoded here, 2 for skipped, 0 for
+ * nothing/slow, -1 on error. `part` is the block as a bytes object when the caller has one, else NULL. */
+static int handle_block(Decoder *self, const char *p, Py_ssize_t n, PyObject *part, PyObject *out,
+                        PyObject *slow) {
+    const char *start = p;
+    Py_ssize_t total = n;
+    while (n > 0 && (*p == '\n' || *p == '\r')) {
+        p++;
+        n--;
+    }
+    if (n == 0)
+        return 0;
+    if (skipped_by_prefix(self, p, n))
+        return 2;
+    PyObject *msg = NULL;
+    if (n <= self->max_bytes && !(n >= (Py_ssize_t)BANNER_LEN && memcmp(p, BANNER, BANNER_LEN) == 0)) {
+        msg = decode_block(self, p, n);
+        if (msg == NULL && PyErr_Occurred())
+            return -1;
+    }
+    if (msg == NULL) {
+        /* the slow path appends and counts its own messages (a banner may yield two, garbage none) */
+        PyObject *owned = NULL;
+        if (part == NULL) {
+            part = owned = PyBytes_FromStringAndSize(start, total);
+            if (part == NULL)
+                return -1;
+        }
+        PyObject *r = PyObject_CallFunctionObjArgs(slow, part, out, NULL);
+        Py_XDECREF(owned);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    int rc = PyList_Append(out, msg);
+    Py_DECREF(msg);
+    return rc < 0 ? -1 : 1;
+}
+
 static PyObject *Decoder_decode(Decoder *self, PyObject *args) {
     PyObject *parts, *out, *slow;
     if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &parts, &PyList_Type, &out, &slow))
         return NULL;
     Py_ssize_t messages = 0, skipped = 0;
-    Py_ssize_t nskip = PyTuple_GET_SIZE(self->skip);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
         PyObject *part = PyList_GET_ITEM(parts, i);
         if (!PyBytes_Check(part)) {
             PyErr_SetString(PyExc_TypeError, "parts must be a list of bytes");
             return NULL;
         }
-        const char *p = PyBytes_AS_STRING(part);
-        Py_ssize_t n = PyBytes_GET_SIZE(part);
-        while (n > 0 && *p == '\n') {
-            p++;
-            n--;
-        }
-        if (n == 0)
-            continue;
-        int skip_it = 0;
-        for (Py_ssize_t j = 0; j < nskip; j++) {
-            PyObject *prefix = PyTuple_GET_ITEM(self->skip, j);
-            Py_ssize_t plen = PyBytes_GET_SIZE(prefix);
-            if (n >= plen && memcmp(p, PyBytes_AS_STRING(prefix), plen) == 0) {
-                skip_it = 1;
-                break;
-            }
-        }
-        if (skip_it) {
-            skipped++;
-            continue;
-        }
-        PyObject *msg = NULL;
-        if (n <= self->max_bytes && !(n >= (Py_ssize_t)BANNER_LEN && memcmp(p, BANNER, BANNER_LEN) == 0)) {
-            msg = decode_block(self, p, n);
-            if (msg == NULL && PyErr_Occurred())
-                return NULL;
-        }
-        if (msg == NULL) {
-            /* the slow path appends and counts its own messages (a banner may yield two, garbage none) */
-            PyObject *r = PyObject_CallFunctionObjArgs(slow, part, out, NULL);
-            if (r == NULL)
-                return NULL;
-            Py_DECREF(r);
-            continue;
-        }
-        int rc = PyList_Append(out, msg);
-        Py_DECREF(msg);
+        Py_INCREF(part);  /* `slow` may run arbitrary code, the list included */
+        int rc = handle_block(self, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part), part, out, slow);
+        Py_DECREF(part);
         if (rc < 0)
             return NULL;
-        messages++;
+        messages += rc == 1;
+        skipped += rc == 2;
     }
     return Py_BuildValue("(nn)", messages, skipped);
+}
+
+/* A TCP stream buffer (CRLF framing, as read): every complete block is handled, in order, without first
+ * copying the buffer to drop its CRs and split it. A block ends at LF, any CRs, LF: where the Python
+ * framer, which removes every CR first, sees a blank line. Returns (consumed, messages, skipped). */
+static PyObject *Decoder_feed(Decoder *self, PyObject *args) {
+    PyObject *buf, *out, *slow;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyBytes_Type, &buf, &PyList_Type, &out, &slow))
+        return NULL;
+    const char *base = PyBytes_AS_STRING(buf);
+    Py_ssize_t size = PyBytes_GET_SIZE(buf);
+    Py_ssize_t pos = 0, scan = 0, messages = 0, skipped = 0;
+    while (scan < size) {
+        const char *lf = memchr(base + scan, '\n', size - scan);
+        if (lf == NULL)
+            break;
+        Py_ssize_t k = lf - base + 1;
+        while (k < size && base[k] == '\r')
+            k++;
+        if (k >= size)
+            break;  /* LF (and CRs) at the very end: the next read says whether it was a blank line */
+        if (base[k] != '\n') {
+            scan = k;
+            continue;
+        }
+        int rc = handle_block(self, base + pos, (lf - base) - pos, NULL, out, slow);
+        if (rc < 0)
+            return NULL;
+        messages += rc == 1;
+        skipped += rc == 2;
+        pos = scan = k + 1;
+    }
+    return Py_BuildValue("(nnn)", pos, messages, skipped);
 }
 
 static PyMethodDef Decoder_methods[] = {
     {"decode", (PyCFunction)Decoder_decode, METH_VARARGS,
      "decode(parts, out, slow) -> (messages, skipped): append the messages of `parts` to `out`."},
+    {"feed", (PyCFunction)Decoder_feed, METH_VARARGS,
+     "feed(buf, out, slow) -> (consumed, messages, skipped): the complete blocks of a stream buffer."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -76,6 +76,9 @@ class AmiFramer:
         # CR never appears inside an AMI value (Asterisk C-escapes caller names and variables), so
         # dropping every CR turns CRLF framing, stray LF-only framing (asterisk#761) and a CR/LF pair
         # split across reads into one case: messages end at a blank line "\n\n".
+        decoder = self._decoder
+        if decoder is not None and not self._discarding:
+            return self._feed_c(decoder, data)
         if b"\r" in data:
             data = data.replace(b"\r", b"")
         buf = self._buf + data if self._buf else data
@@ -93,6 +96,24 @@ class AmiFramer:
                 self.stats.oversized += 1
                 log.warning("ami message over %d bytes discarded", MAX_MESSAGE_BYTES)
             self._discarding = True
+            tail = b""
+        self._buf = tail
+        return out
+
+    def _feed_c(self, decoder: Any, data: bytes) -> list[AmiMessage]:
+        """``feed`` with the C decoder, which finds the blocks in the raw buffer itself (its CRs kept: a
+        block ends at LF, CRs, LF): no copy to drop the CRs, no split into a list of bytes. Same result."""
+        buf = self._buf + data if self._buf else data
+        out: list[AmiMessage] = []
+        consumed, messages, skipped = decoder.feed(buf, out, self._decode_one)
+        tail = buf[consumed:] if consumed else buf
+        stats = self.stats
+        stats.messages += messages
+        stats.skipped += skipped
+        if len(tail) > MAX_MESSAGE_BYTES and len(tail) - tail.count(b"\r") > MAX_MESSAGE_BYTES:
+            stats.oversized += 1
+            log.warning("ami message over %d bytes discarded", MAX_MESSAGE_BYTES)
+            self._discarding = True  # the Python path drops the rest of it, up to its blank line
             tail = b""
         self._buf = tail
         return out
@@ -123,10 +144,15 @@ class AmiFramer:
         stats.skipped += skipped
 
     def _decode_one(self, raw: bytes, out: list[AmiMessage]) -> None:
-        """One block (not a skipped event) → zero, one or (banner + message) two messages appended to ``out``.
+        """One block → zero, one or (banner + message) two messages appended to ``out``.
         The single definition of every edge case: the C decoder sends here whatever it cannot do exactly."""
+        if b"\r" in raw:  # a block the C decoder found in the raw stream
+            raw = raw.replace(b"\r", b"")
         raw = raw.lstrip(b"\n")
         if not raw:
+            return
+        if self._skip_prefixes and raw.startswith(self._skip_prefixes):
+            self.stats.skipped += 1
             return
         if len(raw) > MAX_MESSAGE_BYTES:
             self.stats.oversized += 1

@@ -1,14 +1,16 @@
 """What the tracker tells the rest of the daemon: immutable views of calls and their changes.
 
 These records cross every boundary (live table, enrichment, durable table, API, timeline), so they are
-frozen: a consumer can keep one without copying and compare two with ``==``.
+immutable: a consumer can keep one without copying and compare two with ``==``. They are NamedTuples, not
+frozen dataclasses: the tracker builds one per visible change, at up to ~40,000 a second, and a frozen
+dataclass costs 1.3 µs to build against 0.26 µs (its ``__init__`` goes through ``object.__setattr__``).
+Copy one with ``view._replace(field=…)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["CallChange", "CallKey", "CallStatus", "CallView", "Leg", "peer_of"]
 
@@ -21,8 +23,7 @@ class CallStatus(str, Enum):
     ANSWERED = "Answered"
 
 
-@dataclass(frozen=True, slots=True)
-class Leg:
+class Leg(NamedTuple):
     """One Asterisk channel of a call."""
 
     uniqueid: str
@@ -32,8 +33,7 @@ class Leg:
     created: float
 
 
-@dataclass(frozen=True, slots=True)
-class CallView:
+class CallView(NamedTuple):
     server_id: int
     linkedid: str
     uniqueid: str  # the A-leg (caller) channel's Uniqueid
@@ -52,8 +52,7 @@ class CallView:
         return (self.server_id, self.linkedid)
 
 
-@dataclass(frozen=True, slots=True)
-class CallChange:
+class CallChange(NamedTuple):
     kind: Literal["added", "updated", "removed"]
     key: CallKey
     call: CallView | None  # None for "removed"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from collector.ami_framing import BANNER_KEY
 from collector.calls import CallChange, CallStatus, CallView, Leg
@@ -139,7 +139,7 @@ _SNAPSHOT_KEYS: dict[str, tuple[str, str, str, str, str, str, str]] = {}
 # _view and _leg build CallView and Leg positionally: fail at import, not silently, if calls.py reorders them
 _VIEW_FIELDS = ("server_id", "linkedid", "uniqueid", "channel", "dst_channel", "status", "src", "src_name", "dst",
                 "start_time", "answer_time", "legs")
-if tuple(f.name for f in fields(CallView)) != _VIEW_FIELDS or tuple(f.name for f in fields(Leg)) != (
+if CallView._fields != _VIEW_FIELDS or Leg._fields != (
         "uniqueid", "channel", "state", "is_local", "created"):
     raise ImportError("collector.calls changed CallView/Leg fields: update CallTracker._view and _leg")
 _PLAIN_KEYS = _snapshot_keys("")

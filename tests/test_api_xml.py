@@ -3,7 +3,6 @@ duration from the injected clock, ordering by id, and the per-row cache never se
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -152,7 +151,7 @@ async def test_every_field_survives_any_characters(aiohttp_client: Any) -> None:
                                              "destination_name", "provider_name", "dst_user",
                                              "dst_device_type", "dst_device_extension", "dst_device_name")},
                       user_id=4, has_dst=True, dst_user_id=4)
-    call = replace(ROWS[1].call, uniqueid=nasty, channel=nasty, src=nasty)
+    call = ROWS[1].call._replace(uniqueid=nasty, channel=nasty, src=nasty)
     client = await aiohttp_client(make_app(rows=(LiveCall(1, call, info),)))
     el = parse(await fetch(client, "alice"))[0]
     expected = "<&>\"'\t\r\n ok 日本 \U0001F600"  # lxml writes CR as &#13;, so it survives
@@ -198,7 +197,7 @@ async def test_duration_follows_the_injected_clock_despite_the_row_cache(aiohttp
     assert (await durations())[2] == "0"
     now[0] = NOW
     # the live table replaces a row object when the call changes: the cache must notice
-    answered = replace(ROWS[1], call=replace(ROWS[1].call, status=CallStatus.ANSWERED, answer_time=NOW - 7))
+    answered = ROWS[1]._replace(call=ROWS[1].call._replace(status=CallStatus.ANSWERED, answer_time=NOW - 7))
     rows[0] = (answered, *ROWS[2:], ROWS[0])
     root = parse(await fetch(client, "admin", s_user_id="4", s_device="10"))
     assert row_dict(root[0])["status"] == "Answered" and row_dict(root[0])["duration"] == "7"
@@ -213,18 +212,18 @@ def test_render_status_shapes() -> None:
 
 
 def test_unrenderable_times_become_empty_elements() -> None:
-    row = replace(ROWS[2], call=replace(ROWS[2].call, answer_time=1e300))
+    row = ROWS[2]._replace(call=ROWS[2].call._replace(answer_time=1e300))
     root = parse(RowRenderer(None).render_calls([row], NOW))
     assert row_dict(root[0])["answer_time"] is None
     assert row_dict(root[0])["duration"] == "0"
-    nan = replace(ROWS[2], call=replace(ROWS[2].call, answer_time=float("nan")))
+    nan = ROWS[2]._replace(call=ROWS[2].call._replace(answer_time=float("nan")))
     root = parse(RowRenderer(None).render_calls([nan], NOW))
     assert row_dict(root[0])["answer_time"] is None and row_dict(root[0])["duration"] is None
 
 
 def test_cache_is_pruned_when_rows_leave() -> None:
     renderer = RowRenderer(None)
-    many = [replace(ROWS[0], id=i) for i in range(1, 3000)]
+    many = [ROWS[0]._replace(id=i) for i in range(1, 3000)]
     renderer.render_calls(many, NOW)
     renderer.prune(many[:10], 10)
     renderer.render_calls(many[:10], NOW)

@@ -153,7 +153,7 @@ def _moved(row: LiveCall, **info: Any) -> LiveCall:
 
 
 def _answered(row: LiveCall) -> LiveCall:
-    return LiveCall(row.id, replace(row.call, status=CallStatus.ANSWERED, answer_time=NOW - 2), row.info)
+    return LiveCall(row.id, row.call._replace(status=CallStatus.ANSWERED, answer_time=NOW - 2), row.info)
 
 
 async def test_snapshot_and_deltas_follow_visibility_for_every_role(served: Any) -> None:

@@ -195,7 +195,6 @@ async def test_page_follows_a_replayed_trace(tmp_path: Path, replay_server: Any)
 async def test_page_keeps_up_with_5000_rows(tmp_path: Path) -> None:
     """5,000 calls in the snapshot, then a burst answering all of them: the keyed, frame-batched DOM
     update must keep the page current within seconds (times are printed for the report)."""
-    from dataclasses import replace
 
     from aiohttp import web
 
@@ -208,7 +207,7 @@ async def test_page_keeps_up_with_5000_rows(tmp_path: Path) -> None:
 
     chromium_binary()
     ringing = [r for r in ROWS if r.call.status is CallStatus.RINGING]
-    rows = {n: LiveCall(n, replace(ringing[n % len(ringing)].call, uniqueid=f"u{n}", linkedid=f"u{n}"),
+    rows = {n: LiveCall(n, ringing[n % len(ringing)].call._replace(uniqueid=f"u{n}", linkedid=f"u{n}"),
                         ringing[n % len(ringing)].info) for n in range(1, 5001)}
     hub = ChangeHub()
     hub.seed(rows.values())
@@ -231,7 +230,7 @@ async def test_page_keeps_up_with_5000_rows(tmp_path: Path) -> None:
             first = loop.time() - started
             started = loop.time()
             for n, row in list(rows.items()):
-                up = LiveCall(n, replace(row.call, status=CallStatus.ANSWERED, answer_time=NOW - 1), row.info)
+                up = LiveCall(n, row.call._replace(status=CallStatus.ANSWERED, answer_time=NOW - 1), row.info)
                 rows[n] = up
                 hub.publish("updated", up)
             async with asyncio.timeout(20):
