@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ingest            # full: ≥ 1,000,000 events, ≥ 10,000 calls up at the peak (~4 min)
     .venv/bin/python -m bench.ingest --quick    # small sizes, < 60 s
     options: --keep DIR (keep the generated trace there), --json FILE (all figures), --profile (cProfile of (b)),
-             --only a,b,c,blast,memory,resync,latency (run a subset)
+             --only a,b,c,blast,chunk,nodurable,paced,memory,resync (run a subset)
 
 One trace is generated (bench/_tracegen.py: the bundled real recordings cloned with fresh ids, names and shifted
 times, merged by Timestamp) into a temporary directory, as two byte streams: *raw* (everything an ``Events: on``
@@ -365,11 +365,6 @@ async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
     tracker = CallTracker()
     live = LiveTable()
     durable = DurableTable(Path(a["db"]), live) if a.get("db") else None
-    if durable is not None and a.get("db_index"):
-        # the experiment for durable.py: DELETE … WHERE server_id = ? AND linkedid = ? scans the whole table
-        # without this index (a flush costs O(rows × ended calls))
-        durable._conn.execute(  # noqa: SLF001
-            "CREATE INDEX IF NOT EXISTS activecalls_key ON activecalls (server_id, linkedid)")
     expected = int(a["expected"])
     st: dict[str, Any] = {"n": 0, "peak": 0, "t_first": None, "t_last": None, "next_probe": 0.0}
     done = asyncio.Event()
@@ -660,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", metavar="DIR", help="write the generated trace to DIR and keep it")
     ap.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of (b) on the call,system stream")
-    ap.add_argument("--only", default="a,b,c,blast,chunk,durable,paced,memory,resync", help="comma list of phases")
+    ap.add_argument("--only", default="a,b,c,blast,chunk,nodurable,paced,memory,resync", help="comma list of phases")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--args", default="{}", help=argparse.SUPPRESS)
@@ -774,7 +769,8 @@ def orchestrate(ns: argparse.Namespace) -> int:
             srv_kind = "replay" if kind == "c" else "blast"
             for stream in ("raw", "callsys"):
                 srv = server if (kind == "c" and stream == "raw") else None
-                r = full_run(srv_kind, stream, srv)
+                # like the daemon: the durable table (SQLite) flushing every second
+                r = full_run(srv_kind, stream, srv, {"db": str(workdir / f"activecalls-{kind}-{stream}.db")})
                 res[f"{kind}_{stream}"] = r
                 label = "(c)" if kind == "c" else "(c')"
                 print(f"{label} {srv_kind} {stream}: {r['received']:,}/{r['expected']:,} "
@@ -783,13 +779,11 @@ def orchestrate(ns: argparse.Namespace) -> int:
                       f"{r['maxrss'] / 2**20:,.0f} MiB; latency p50 {r['latency_p50'] * 1e3:.2f} ms p99 "
                       f"{r['latency_p99'] * 1e3:.2f} ms", flush=True)
         # (c') call,system again: with fixed 1 MiB reads instead of ami_protocol's adaptive size (what a loop
-        # busy with HTTP gets); with the durable table flushing every second as the daemon does (as it is, and
-        # with an index on its key)
-        variants = [("chunk", {"read_chunk": 1024 * 1024}),
-                    ("durable", {"db": str(workdir / "activecalls.db")}),
-                    ("durable_index", {"db": str(workdir / "activecalls-index.db"), "db_index": True})]
+        # busy with HTTP gets), and without the durable table (what it costs)
+        variants = [("chunk", {"read_chunk": 1024 * 1024, "db": str(workdir / "activecalls-chunk.db")}),
+                    ("nodurable", {})]
         for key, extra in variants:
-            if key.split("_")[0] not in phases:
+            if key not in phases:
                 continue
             r = full_run("blast", "callsys", extra=extra)
             res[f"{key}_callsys"] = r
@@ -916,13 +910,12 @@ def report(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> s
             vals.append(f"{ra['cpu'] / rc[t]:.2f}")
         lines.append(f"{label:62s} {vals[0]:>12s} {vals[1]:>12s}")
     for key, label in (("chunk", "(c') with fixed 1 MiB reads (cpu)"),
-                       ("durable", "(c') + durable table flush every 1 s (cpu)"),
-                       ("durable_index", "(c') + durable flush, index on (server_id, linkedid) (cpu)")):
+                       ("nodurable", "(c') without the durable table (cpu)")):
         rc = res.get(f"{key}_callsys")
         if rc:
             lines.append(f"{label:62s} {'-':>12s} {_fmt_rate(wire['callsys'], rc['cpu']):>12s}")
-    for key, label in (("c", "(c)"), ("blast", "(c')"), ("chunk", "(c') 1 MiB reads"), ("durable", "(c') + durable"),
-                       ("durable_index", "(c') + durable, indexed")):
+    for key, label in (("c", "(c)"), ("blast", "(c')"), ("chunk", "(c') 1 MiB reads"),
+                       ("nodurable", "(c') without durable")):
         if f"{key}_raw" not in res and f"{key}_callsys" not in res:
             continue
         vals = [res.get(f"{key}_{s}") for s in ("raw", "callsys")]
@@ -956,7 +949,41 @@ def report(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> s
         lines.append(f"resync over TCP (replay server builds the list): warm {r['tcp_warm_wall'] * 1e3:.0f} ms "
                      f"(tracker {r['tcp_warm_tracker'] * 1e3:.0f} ms), cold after login {r['tcp_cold_wall'] * 1e3:.0f}"
                      f" ms (tracker {r['tcp_cold_tracker'] * 1e3:.0f} ms)")
+    lines.extend(_targets(res, wire, size))
     return "\n".join(lines)
+
+
+def _targets(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> list[str]:
+    """Each target of issue #6 beside what this run measured."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+
+    def add(label: str, value: float | None, fmt: str, target: str, ok: bool | None) -> None:
+        rows.append((label, "-" if value is None else fmt.format(value), target, None if value is None else ok))
+
+    for s, name in (("raw", "raw"), ("callsys", "call,system")):
+        c, a = res.get(f"c_{s}"), res.get(f"a_{s}")
+        rate = wire[s] / c["cpu"] if c else None
+        add(f"(c) events/s on one core, {name} (collector cpu)", rate, "{:,.0f}", ">= 100,000",
+            rate is not None and rate >= 100_000)
+        ratio = a["cpu"] / c["cpu"] if c and a else None
+        add(f"(c)/(a), {name}", ratio, "{:.2f}", ">= 2.0", ratio is not None and ratio >= 2.0)
+    for n in size["memory_calls"]:
+        m = res.get(f"memory_{n}")
+        per = m["rss_delta"] / m["calls"] if m else None
+        add(f"memory per active call at {n:,} calls (RSS delta)", per, "{:,.0f} B", "< 4,096 B",
+            per is not None and per < 4096)
+    r = res.get("resync")
+    worst = max(r["tcp_cold_wall"], r["tcp_warm_wall"], r["inproc_cold"]) if r else None
+    add(f"resync of {size['resync_channels']:,} channels (worst of the four)", worst, "{:.3f} s", "< 2 s",
+        worst is not None and worst < 2.0)
+    rp = res.get("paced_callsys")
+    p99 = max(rp["e2e_p99"], rp["latency_p99"]) if rp else None
+    add("event arrival → visible in the API, p99 (paced run at x1)", None if p99 is None else p99 * 1e3,
+        "{:.1f} ms", "< 50 ms", p99 is not None and p99 < 0.05)
+    out = ["", f"{'target':62s} {'measured':>12s} {'target':>12s}  result", "-" * 96]
+    for label, value, target, ok in rows:
+        out.append(f"{label:62s} {value:>12s} {target:>12s}  {'-' if ok is None else ('met' if ok else 'MISSED')}")
+    return out
 
 
 if __name__ == "__main__":
