@@ -414,8 +414,9 @@ async def test_api_under_load_never_starves_the_ami_reader(tmp_path: Path) -> No
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
     hold_at = t0 + 30
-    # a reader that stalls 2 s is cut off, as Asterisk's writetimeout would (fast mode: the server waits on us)
-    async with ReplayServer(paths, port=0, fast=True, write_timeout=2.0) as replay:
+    # timed at x10 (~5,000 events/s for 3 s, so the API load overlaps the whole stream); a reader that stalls
+    # 2 s is cut off, as Asterisk's writetimeout would
+    async with ReplayServer(paths, port=0, speed=10.0, wall_clock=False, write_timeout=2.0) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= hold_at)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
