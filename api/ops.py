@@ -8,7 +8,7 @@ come from the sessions' and tracker's own tallies. One registry per app: no glob
 Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connected{server}``,
 ``ami_last_event_age_seconds{server}``, ``ami_events_total{server}``, ``ami_reconnects_total{server}``,
 ``ami_auth_failures_total{server}``, ``resyncs_total{server}``, ``reconcile_corrections_total{server,kind}``,
-``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version}``,
+``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version,ami_decoder}``,
 ``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``.
 A 401 carries ``WWW-Authenticate: Bearer``.
 """
@@ -28,6 +28,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import __version__
+from collector.ami_framing import ACCELERATED
+
+#: Which AMI decoder runs: "c" (collector/_ami_fast.c, built at install) or "python" (exact, ~2x slower).
+AMI_DECODER = "c" if ACCELERATED else "python"
 
 __all__ = ["add_ops_routes"]
 
@@ -97,7 +101,7 @@ class _StateCollector:
         yield CounterMetricFamily(f"{PREFIX}_reloads", "Reference data reloads (SIGHUP) completed",
                                   value=d.reloads)
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
-        info.add_metric([], {"version": __version__})
+        info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
 
 
@@ -172,7 +176,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
         ok, why = daemon.ready()
         rows = daemon.live.rows()
         return web.json_response({
-            "status": "ok" if ok else "fail", "reason": why, "version": __version__,
+            "status": "ok" if ok else "fail", "reason": why, "version": __version__, "ami_decoder": AMI_DECODER,
             "uptime": round(now - daemon.started_at, 3), "reloads": daemon.reloads,
             "calls": {"total": len(rows),
                       "answered": sum(1 for r in rows if r.call.status.value == "Answered")},

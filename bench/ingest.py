@@ -780,19 +780,24 @@ def orchestrate(ns: argparse.Namespace) -> int:
                       f"{r['latency_p99'] * 1e3:.2f} ms", flush=True)
         # call,system again, (a), (c) and (c') in turn, keeping each one's best round: on a shared VM the
         # machine's speed drifts by ±25 % within minutes, and a ratio of two runs minutes apart inherits it
+        per_round = [{k: res[f"{k}_callsys"]["cpu"] for k in ("a", "c", "blast") if f"{k}_callsys" in res}]
         for rnd in range(2, size["rounds"] + 1):
-            for kind, key in (("a", "a_callsys"), ("c", "c_callsys"), ("blast", "blast_callsys")):
+            cpus = {}
+            for kind in ("a", "c", "blast"):
                 if kind not in phases:
                     continue
+                key = f"{kind}_callsys"
                 if kind == "a":
                     r = _run_worker("panoramisk", {"path": str(cs_path)})
                 else:
                     r = full_run("replay" if kind == "c" else "blast", "callsys", None,
                                  {"db": str(workdir / f"activecalls-{kind}-callsys-{rnd}.db")})
                 print(f"round {rnd} {key}: {_fmt_rate(wire['callsys'], r['cpu'])} ev/s cpu", flush=True)
+                cpus[kind] = r["cpu"]
                 if r["cpu"] < res[key]["cpu"]:
                     res[key] = r
-        res["rounds"] = size["rounds"]
+            per_round.append(cpus)
+        res["rounds"] = per_round
         # (c') call,system again: with fixed 1 MiB reads instead of ami_protocol's adaptive size (what a loop
         # busy with HTTP gets), and without the durable table (what it costs)
         variants = [("chunk", {"read_chunk": 1024 * 1024, "db": str(workdir / "activecalls-chunk.db")}),
@@ -889,8 +894,15 @@ def report(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> s
     lines.append(f"trace: {tr['events']:,} events raw / {tr['callsys_events']:,} call,system; {tr['calls']:,} calls, "
                  f"peak {tr['peak_calls_planned']:,} calls / {tr['peak_channels']:,} channels; "
                  f"{tr['raw_bytes'] / 2**20:,.0f} / {tr['callsys_bytes'] / 2**20:,.0f} MiB")
-    if res.get("rounds", 1) > 1:
-        lines.append(f"call,system (a), (c) and (c'): the best of {res['rounds']} rounds run in turn")
+    rounds = res.get("rounds") or []
+    if len(rounds) > 1:
+        lines.append(f"call,system (a), (c) and (c'): the best of {len(rounds)} rounds run in turn; each round's own "
+                     "ratios (the machine's speed drifts between rounds):")
+        for kind, label in (("c", "(c)/(a)"), ("blast", "(c')/(a)")):
+            ratios = sorted(r["a"] / r[kind] for r in rounds if "a" in r and kind in r)
+            if ratios:
+                lines.append(f"  {label} per round: {', '.join(f'{x:.2f}' for x in ratios)} "
+                             f"(median {ratios[len(ratios) // 2]:.2f})")
     lines.append("")
     hdr = f"{'measurement (events/s = wire events / time)':62s} {'raw':>12s} {'call,system':>12s}"
     lines.append(hdr)

@@ -23,7 +23,7 @@ from api.changes import ChangeHub
 from api.ops import add_ops_routes
 from api.settings import ApiSettings
 from collector import __version__
-from collector.ami_framing import AmiMessage
+from collector.ami_framing import ACCELERATED, AmiMessage
 from collector.ami_session import AmiSession
 from collector.config import ConfigError, Settings, load_settings
 from collector.durable import DurableTable
@@ -159,7 +159,8 @@ class Daemon:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.api.port
-        log.info("api listening address=%s port=%d version=%s", s.api.listen, self.port, __version__)
+        log.info("api listening address=%s port=%d version=%s ami_decoder=%s", s.api.listen, self.port, __version__,
+                 "c" if ACCELERATED else "python (collector._ami_fast not built: see README, Install)")
         for session in self.sessions:
             await session.start()
         self._tasks.append(asyncio.create_task(self.durable.run(s.collector.flush_interval), name="durable"))

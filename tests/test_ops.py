@@ -43,6 +43,7 @@ import pytest
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.ami_framing import ACCELERATED
 from collector.calls import CallView
 from collector.logsetup import MASK, RedactingFormatter, add_secrets, redact, setup_logging
 from collector.refdata import demo_data, load_demo
@@ -534,7 +535,8 @@ async def test_ops_endpoints_and_metrics_through_a_server_outage(stack: Stack) -
     assert metric(m, "collector_ami_last_event_age_seconds", server=SERVER) >= 0
     assert metric(m, "collector_reconcile_corrections_total", server=SERVER, kind="added") >= 0
     assert metric(m, "collector_ready") == 1
-    assert metric(m, "collector_build_info", version=status["version"]) == 1
+    assert status["ami_decoder"] == ("c" if ACCELERATED else "python")  # the daemon reports its decoder
+    assert metric(m, "collector_build_info", version=status["version"], ami_decoder=status["ami_decoder"]) == 1
     assert metric(m, "collector_api_requests_total", endpoint="/status", code="200") >= 1
     assert metric(m, "collector_api_requests_total", endpoint="/billing/api/active_calls_get", code="200") >= 1
     assert ("collector_api_request_duration_seconds_count", frozenset({("endpoint", "/healthz")})) in m
