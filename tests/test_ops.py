@@ -541,7 +541,8 @@ async def test_ops_endpoints_and_metrics_through_a_server_outage(stack: Stack) -
     assert metric(m, "collector_api_requests_total", endpoint="/billing/api/active_calls_get", code="200") >= 1
     assert ("collector_api_request_duration_seconds_count", frozenset({("endpoint", "/healthz")})) in m
     for (name, labels) in m:  # low cardinality: no per-call/user/device labels
-        assert {k for k, _v in labels} <= {"server", "status", "kind", "endpoint", "code", "le", "version"}, name
+        assert {k for k, _v in labels} <= {"server", "status", "kind", "endpoint", "code", "le", "version",
+                                            "ami_decoder"}, name
 
     # ---- the AMI server dies
     stack.replay.proc.kill()  # type: ignore[union-attr]
