@@ -30,7 +30,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from collector import __version__
 from collector.ami_framing import ACCELERATED
 
-#: Which AMI decoder runs: "c" (collector/_ami_fast.c, built at install) or "python" (exact, ~2x slower).
+#: Which AMI decoder runs: "c" (collector/_ami_fast.c, built at install) or "python" (exact, about half
+#: the ingest speed).
 AMI_DECODER = "c" if ACCELERATED else "python"
 
 __all__ = ["add_ops_routes"]

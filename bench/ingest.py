@@ -996,6 +996,9 @@ def _targets(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) ->
             rate is not None and rate >= 100_000)
         ratio = a["cpu"] / c["cpu"] if c and a else None
         add(f"(c)/(a), {name}", ratio, "{:.2f}", ">= 2.0", ratio is not None and ratio >= 2.0)
+        b = res.get(f"blast_{s}")
+        ratio = a["cpu"] / b["cpu"] if b and a else None
+        add(f"(c')/(a), {name} (collector saturated)", ratio, "{:.2f}", ">= 2.0", ratio is not None and ratio >= 2.0)
     for n in size["memory_calls"]:
         m = res.get(f"memory_{n}")
         per = m["rss_delta"] / m["calls"] if m else None
