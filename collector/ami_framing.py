@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ACCELERATED", "AmiFramer", "AmiMessage", "BANNER_KEY", "block_decoder", "MAX_MESSAGE_BYTES", "iter_messages"]
+__all__ = ["ACCELERATED", "AmiFramer", "AmiMessage", "BANNER_KEY", "block_decoder", "MAX_MESSAGE_BYTES",
+           "iter_messages"]
 
 log = logging.getLogger(__name__)
 
