@@ -253,9 +253,18 @@ static int handle_block(Decoder *self, const char *p, Py_ssize_t n, PyObject *pa
     return rc < 0 ? -1 : 1;
 }
 
+static int check_ready(Decoder *self) {
+    if (self->skip == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Decoder.__init__ was not called");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Decoder_decode(Decoder *self, PyObject *args) {
     PyObject *parts, *out, *slow;
-    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &parts, &PyList_Type, &out, &slow))
+    if (check_ready(self) < 0 ||
+        !PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &parts, &PyList_Type, &out, &slow))
         return NULL;
     Py_ssize_t messages = 0, skipped = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
@@ -280,7 +289,8 @@ static PyObject *Decoder_decode(Decoder *self, PyObject *args) {
  * framer, which removes every CR first, sees a blank line. Returns (consumed, messages, skipped). */
 static PyObject *Decoder_feed(Decoder *self, PyObject *args) {
     PyObject *buf, *out, *slow;
-    if (!PyArg_ParseTuple(args, "O!O!O", &PyBytes_Type, &buf, &PyList_Type, &out, &slow))
+    if (check_ready(self) < 0 ||
+        !PyArg_ParseTuple(args, "O!O!O", &PyBytes_Type, &buf, &PyList_Type, &out, &slow))
         return NULL;
     const char *base = PyBytes_AS_STRING(buf);
     Py_ssize_t size = PyBytes_GET_SIZE(buf);

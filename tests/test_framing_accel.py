@@ -7,6 +7,7 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,24 @@ def test_replay_batch_parser_equals_parse_block() -> None:
     raws.append(b"Event: UserEvent\r\nEvent: again\r\nNo colon here\r\nKey:tight\r\nName: \xff\r\n\r\n")
     assert len(raws) > 20_000
     assert parse_blocks(raws, block_decoder()) == [parse_block(r) for r in raws]
+
+
+def test_the_c_decoder_refuses_misuse_instead_of_crashing() -> None:
+    decoder = block_decoder()
+    if decoder is None:  # the pure-Python CI pass: nothing to misuse
+        assert not ami_framing.ACCELERATED
+        return
+    bare = type(decoder).__new__(type(decoder))  # never initialised
+    with pytest.raises(RuntimeError):
+        bare.feed(b"Event: X\r\n\r\n", [], lambda raw, out: None)
+    with pytest.raises(TypeError):
+        decoder.decode([b"Event: X", "not bytes"], [], lambda raw, out: None)
+    with pytest.raises(TypeError):
+        type(decoder)(("Event: X\n",), None, 10)  # skip prefixes must be bytes
+    # an exception raised by the Python fallback propagates, and the decoder stays usable
+    with pytest.raises(ZeroDivisionError):
+        decoder.feed(b"no colon here\r\n\r\n", [], lambda raw, out: 1 / 0)
+    out: list[dict[str, str]] = []
+    data = b"Event: Y\r\nA: 1\r\n\r\n"
+    assert decoder.feed(data, out, lambda raw, o: None) == (len(data), 1, 0)  # (consumed, messages, skipped)
+    assert out == [{"Event": "Y", "A": "1"}]
