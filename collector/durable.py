@@ -39,8 +39,8 @@ _CREATE = """CREATE TABLE IF NOT EXISTS activecalls (
 
 def _row_values(row: LiveCall) -> tuple[Any, ...]:
     c, i = row.call, row.info
-    extra = {"src_name": c.src_name,
-             "legs": [[leg.uniqueid, leg.channel, leg.state, leg.is_local, leg.created] for leg in c.legs]}
+    # Leg is a NamedTuple (uniqueid, channel, state, is_local, created): json writes it as that array
+    extra = {"src_name": c.src_name, "legs": c.legs}
     return (row.id, c.server_id, c.uniqueid, c.linkedid, c.channel, c.dst_channel, c.src, c.dst,
             c.status.value, c.start_time, c.answer_time, i.src_device_id, i.dst_device_id, i.provider_id,
             i.did_id, i.user_id, i.owner_id, i.localized_dst, i.destination_prefix, json.dumps(extra))
