@@ -8,7 +8,6 @@
  * the edge cases and it lives in ami_framing.py.
  *
  * Decoder(skip_prefixes: tuple[bytes, ...], keep: frozenset[str] | None, max_bytes: int)
- *   .decode(parts: list[bytes], out: list, slow: Callable[[bytes, list], None]) -> (messages, skipped)
  *   .feed(buf: bytes, out: list, slow) -> (consumed, messages, skipped)   (buf as read: CRLF, partial tail)
  * `keep`, when given, is the set of header names to keep in events (a projection: the others are never
  * decoded); replies (blocks starting "Response:") always keep every header.
@@ -214,9 +213,8 @@ static int skipped_by_prefix(Decoder *self, const char *p, Py_ssize_t n) {
 
 /* One block [p, p+n), which may start with blank lines and hold CRs. Appends its message to `out`, or
  * hands the original bytes to `slow`. Returns 1 for a message decoded here, 2 for skipped, 0 for
- * nothing/slow, -1 on error. `part` is the block as a bytes object when the caller has one, else NULL. */
-static int handle_block(Decoder *self, const char *p, Py_ssize_t n, PyObject *part, PyObject *out,
-                        PyObject *slow) {
+ * nothing/slow, -1 on error. */
+static int handle_block(Decoder *self, const char *p, Py_ssize_t n, PyObject *out, PyObject *slow) {
     const char *start = p;
     Py_ssize_t total = n;
     while (n > 0 && (*p == '\n' || *p == '\r')) {
@@ -235,14 +233,11 @@ static int handle_block(Decoder *self, const char *p, Py_ssize_t n, PyObject *pa
     }
     if (msg == NULL) {
         /* the slow path appends and counts its own messages (a banner may yield two, garbage none) */
-        PyObject *owned = NULL;
-        if (part == NULL) {
-            part = owned = PyBytes_FromStringAndSize(start, total);
-            if (part == NULL)
-                return -1;
-        }
+        PyObject *part = PyBytes_FromStringAndSize(start, total);
+        if (part == NULL)
+            return -1;
         PyObject *r = PyObject_CallFunctionObjArgs(slow, part, out, NULL);
-        Py_XDECREF(owned);
+        Py_DECREF(part);
         if (r == NULL)
             return -1;
         Py_DECREF(r);
@@ -259,29 +254,6 @@ static int check_ready(Decoder *self) {
         return -1;
     }
     return 0;
-}
-
-static PyObject *Decoder_decode(Decoder *self, PyObject *args) {
-    PyObject *parts, *out, *slow;
-    if (check_ready(self) < 0 ||
-        !PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &parts, &PyList_Type, &out, &slow))
-        return NULL;
-    Py_ssize_t messages = 0, skipped = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
-        PyObject *part = PyList_GET_ITEM(parts, i);
-        if (!PyBytes_Check(part)) {
-            PyErr_SetString(PyExc_TypeError, "parts must be a list of bytes");
-            return NULL;
-        }
-        Py_INCREF(part);  /* `slow` may run arbitrary code, the list included */
-        int rc = handle_block(self, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part), part, out, slow);
-        Py_DECREF(part);
-        if (rc < 0)
-            return NULL;
-        messages += rc == 1;
-        skipped += rc == 2;
-    }
-    return Py_BuildValue("(nn)", messages, skipped);
 }
 
 /* A TCP stream buffer (CRLF framing, as read): every complete block is handled, in order, without first
@@ -308,7 +280,7 @@ static PyObject *Decoder_feed(Decoder *self, PyObject *args) {
             scan = k;
             continue;
         }
-        int rc = handle_block(self, base + pos, (lf - base) - pos, NULL, out, slow);
+        int rc = handle_block(self, base + pos, (lf - base) - pos, out, slow);
         if (rc < 0)
             return NULL;
         messages += rc == 1;
@@ -319,8 +291,6 @@ static PyObject *Decoder_feed(Decoder *self, PyObject *args) {
 }
 
 static PyMethodDef Decoder_methods[] = {
-    {"decode", (PyCFunction)Decoder_decode, METH_VARARGS,
-     "decode(parts, out, slow) -> (messages, skipped): append the messages of `parts` to `out`."},
     {"feed", (PyCFunction)Decoder_feed, METH_VARARGS,
      "feed(buf, out, slow) -> (consumed, messages, skipped): the complete blocks of a stream buffer."},
     {NULL, NULL, 0, NULL},

@@ -120,29 +120,23 @@ class AmiFramer:
         return out
 
     def _decode_all(self, parts: list[bytes], out: list[AmiMessage]) -> None:
-        """The hot loop (one iteration per message). The C decoder, when built, does the exact common case
-        and hands everything else to ``_decode_one``; without it, the same loop in Python."""
-        if self._decoder is not None:
-            messages, skipped = self._decoder.decode(parts, out, self._decode_one)
-        else:
-            skip = self._skip_prefixes
-            decode_one = self._decode_one
-            skipped = 0
-            for raw in parts:
+        """The Python framing loop (one iteration per message): without the C decoder, or while the end of
+        an oversized message is being discarded."""
+        skip = self._skip_prefixes
+        decode_one = self._decode_one
+        skipped = 0
+        for raw in parts:
+            if not raw:
+                continue
+            if raw[0] == 10:  # leading blank lines
+                raw = raw.lstrip(b"\n")
                 if not raw:
                     continue
-                if raw[0] == 10:  # leading blank lines
-                    raw = raw.lstrip(b"\n")
-                    if not raw:
-                        continue
-                if skip and raw.startswith(skip):
-                    skipped += 1
-                    continue
-                decode_one(raw, out)
-            messages = 0  # counted by _decode_one
-        stats = self.stats
-        stats.messages += messages
-        stats.skipped += skipped
+            if skip and raw.startswith(skip):
+                skipped += 1
+                continue
+            decode_one(raw, out)  # counts the messages it appends
+        self.stats.skipped += skipped
 
     def _decode_one(self, raw: bytes, out: list[AmiMessage]) -> None:
         """One block → zero, one or (banner + message) two messages appended to ``out``.

@@ -102,7 +102,7 @@ def test_the_c_decoder_refuses_misuse_instead_of_crashing() -> None:
     with pytest.raises(RuntimeError):
         bare.feed(b"Event: X\r\n\r\n", [], lambda raw, out: None)
     with pytest.raises(TypeError):
-        decoder.decode([b"Event: X", "not bytes"], [], lambda raw, out: None)
+        decoder.feed("not bytes", [], lambda raw, out: None)
     with pytest.raises(TypeError):
         type(decoder)(("Event: X\n",), None, 10)  # skip prefixes must be bytes
     # an exception raised by the Python fallback propagates, and the decoder stays usable
