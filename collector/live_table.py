@@ -36,7 +36,9 @@ class LiveTable:
         self._snapshot: tuple[LiveCall, ...] | None = ()
         self._listeners: list[Listener] = []
         self.version = 0
-        self.dirty: set[CallKey] = set()  # keys changed since the durable table last saved them
+        # key changed since the durable table last saved it → the id of the row it then saved for the key,
+        # None if it saved none: lets a flush UPDATE/DELETE by id and skip calls born and gone in between
+        self.dirty: dict[CallKey, int | None] = {}
 
     def subscribe(self, listener: Listener) -> None:
         """``listener(kind, row)`` after every change: ``added`` / ``updated`` / ``removed``."""
@@ -106,7 +108,11 @@ class LiveTable:
     def _changed(self, key: CallKey, kind: str, row: LiveCall) -> None:
         self._snapshot = None
         self.version += 1
-        self.dirty.add(key)
+        dirty = self.dirty
+        if key not in dirty:
+            dirty[key] = None if kind == "added" else row.id
+        elif kind == "removed" and dirty[key] is None:
+            del dirty[key]  # added and removed between two flushes: the durable table never had it
         for listener in self._listeners:
             try:
                 listener(kind, row)
