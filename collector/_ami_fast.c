@@ -138,12 +138,16 @@ static PyObject *decode_block(Decoder *self, const char *p, Py_ssize_t n) {
             eol--;
         if (memchr(p, '\r', eol - p) != NULL)
             goto fallback;
-        const char *colon = NULL;
-        for (const char *q = p; q + 1 < eol; q++) {
-            if (q[0] == ':' && q[1] == ' ') {
-                colon = q;
+        const char *colon = NULL;  /* the first ": " */
+        for (const char *q = p; q + 1 < eol;) {
+            const char *c = memchr(q, ':', (size_t)(eol - 1 - q));
+            if (c == NULL)
+                break;
+            if (c[1] == ' ') {
+                colon = c;
                 break;
             }
+            q = c + 1;
         }
         if (colon == NULL)
             goto fallback;  /* a line without ": " (or an empty one) */
@@ -158,14 +162,15 @@ static PyObject *decode_block(Decoder *self, const char *p, Py_ssize_t n) {
                 Py_XDECREF(owned);
                 goto fallback_if_unicode;
             }
-            /* a repeated header: the first value wins, which the Python path knows how to do */
-            int seen = PyDict_Contains(msg, key);
-            int rc = seen ? -1 : PyDict_SetItem(msg, key, value);
+            /* one lookup; a repeated header (the dict does not grow) takes the Python path, where the
+             * first value wins */
+            Py_ssize_t size = PyDict_GET_SIZE(msg);
+            PyObject *stored = PyDict_SetDefault(msg, key, value);
             Py_DECREF(value);
             Py_XDECREF(owned);
-            if (seen < 0 || (seen == 0 && rc < 0))
+            if (stored == NULL)
                 goto error;
-            if (seen)
+            if (PyDict_GET_SIZE(msg) == size)
                 goto fallback;
         } else {
             Py_XDECREF(owned);

@@ -35,7 +35,6 @@ class LiveTable:
         self._next_id = first_id
         self._snapshot: tuple[LiveCall, ...] | None = ()
         self._listeners: list[Listener] = []
-        self.version = 0
         # key changed since the durable table last saved it → the id of the row it then saved for the key,
         # None if it saved none: lets a flush UPDATE/DELETE by id and skip calls born and gone in between
         self.dirty: dict[CallKey, int | None] = {}
@@ -45,28 +44,27 @@ class LiveTable:
         self._listeners.append(listener)
 
     def apply(self, changes: Iterable[CallChange]) -> None:
+        rows, enrich, changed = self._rows, self._enrich, self._changed
         for change in changes:
-            key = change.key
-            old = self._rows.get(key)
-            if change.call is None:
+            key, call = change.key, change.call
+            old = rows.get(key)
+            if call is None:
                 if old is not None:
-                    del self._rows[key]
-                    self._changed(key, "removed", old)
+                    del rows[key]
+                    changed(key, "removed", old)
                 continue
             try:
-                info = self._enrich(change.call)
+                info = enrich(call)
             except Exception:  # reference data must never make a live call disappear
-                log.exception("enrichment failed linkedid=%s", change.call.linkedid)
+                log.exception("enrichment failed linkedid=%s", call.linkedid)
                 info = NO_ENRICHMENT
             if old is None:
-                row = LiveCall(self._next_id, change.call, info)
+                row = rows[key] = LiveCall(self._next_id, call, info)
                 self._next_id += 1
-                self._rows[key] = row
-                self._changed(key, "added", row)
+                changed(key, "added", row)
             else:
-                row = LiveCall(old.id, change.call, info)
-                self._rows[key] = row
-                self._changed(key, "updated", row)
+                row = rows[key] = LiveCall(old.id, call, info)
+                changed(key, "updated", row)
 
     def set_enricher(self, enrich: Enrich) -> int:
         """Swap reference data: re-enrich every call in place (ids kept); returns how many changed."""
@@ -91,7 +89,6 @@ class LiveTable:
             self._rows[row.call.key] = row
             self._next_id = max(self._next_id, row.id + 1)
         self._snapshot = None
-        self.version += 1
 
     def rows(self) -> tuple[LiveCall, ...]:
         snap = self._snapshot
@@ -107,7 +104,6 @@ class LiveTable:
 
     def _changed(self, key: CallKey, kind: str, row: LiveCall) -> None:
         self._snapshot = None
-        self.version += 1
         dirty = self.dirty
         if key not in dirty:
             dirty[key] = None if kind == "added" else row.id

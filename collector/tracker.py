@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from dataclasses import dataclass, field
 
 from collector.ami_framing import BANNER_KEY
@@ -125,32 +126,33 @@ def _linkedid_age(linkedid: str) -> tuple[float, int, str]:
         return (float("inf"), 0, linkedid)
 
 
-def _snapshot_keys(prefix: str) -> tuple[str, str, str, str, str, str, str]:
-    """The header names of a (prefixed) channel snapshot, built once per prefix."""
-    keys = _SNAPSHOT_KEYS.get(prefix)
-    if keys is None:
-        keys = _SNAPSHOT_KEYS[prefix] = tuple(  # type: ignore[assignment]
-            prefix + k for k in ("Uniqueid", "Linkedid", "Channel", "ChannelState", "CallerIDNum",
-                                 "CallerIDName", "Exten"))
-    return keys  # type: ignore[return-value]
+class _Fields:
+    """The header names of a (prefixed) channel snapshot, and one C-level call that reads all seven
+    (``_upsert`` runs once or twice per event: seven ``dict.get`` calls cost more)."""
+
+    __slots__ = ("keys", "fetch")
+
+    def __init__(self, prefix: str) -> None:
+        self.keys: tuple[str, ...] = tuple(prefix + k for k in (
+            "Uniqueid", "Linkedid", "Channel", "ChannelState", "CallerIDNum", "CallerIDName", "Exten"))
+        self.fetch = itemgetter(*self.keys)  # KeyError when one is missing: then read with get
 
 
-_SNAPSHOT_KEYS: dict[str, tuple[str, str, str, str, str, str, str]] = {}
 # _view and _leg build CallView and Leg positionally: fail at import, not silently, if calls.py reorders them
 _VIEW_FIELDS = ("server_id", "linkedid", "uniqueid", "channel", "dst_channel", "status", "src", "src_name", "dst",
                 "start_time", "answer_time", "legs")
 if CallView._fields != _VIEW_FIELDS or Leg._fields != (
         "uniqueid", "channel", "state", "is_local", "created"):
     raise ImportError("collector.calls changed CallView/Leg fields: update CallTracker._view and _leg")
-_PLAIN_KEYS = _snapshot_keys("")
-_DEST_KEYS = _snapshot_keys("Dest")
-_LOCAL_ONE_KEYS = _snapshot_keys("LocalOne")
-_LOCAL_TWO_KEYS = _snapshot_keys("LocalTwo")
+_PLAIN = _Fields("")
+_DEST = _Fields("Dest")
+_LOCAL_ONE = _Fields("LocalOne")
+_LOCAL_TWO = _Fields("LocalTwo")
 
 
 #: Every header the tracker reads (the framer's projection, ``AmiFramer(keep_keys=…)``): add here any key
 #: a handler starts to read, or the C decoder will not decode it.
-TRACKER_KEYS = frozenset((*_PLAIN_KEYS, *_DEST_KEYS, *_LOCAL_ONE_KEYS, *_LOCAL_TWO_KEYS, "Event", "Timestamp",
+TRACKER_KEYS = frozenset((*_PLAIN.keys, *_DEST.keys, *_LOCAL_ONE.keys, *_LOCAL_TWO.keys, "Event", "Timestamp",
                           RX_TIME_KEY, "ActionID", "EventList", "Message", "Duration", "BridgeId", "BridgeType",
                           "BridgeUniqueid", "Newname", "Uptime"))
 
@@ -302,29 +304,26 @@ class CallTracker:
         return changes
 
     # ------------------------------------------------------------------ channel bookkeeping
-    def _upsert_keys(self, srv: _Server, msg: Mapping[str, str], touched: set[str],
-                     keys: tuple[str, str, str, str, str, str, str] = _PLAIN_KEYS,
+    def _upsert_keys(self, srv: _Server, msg: Mapping[str, str], touched: set[str], fields: _Fields = _PLAIN,
                      created_now: bool = False) -> _Channel | None:
-        """``_upsert`` with the header names resolved; with the default keys it is also the handler of the
+        """``_upsert`` with the header names resolved; with the default fields it is also the handler of the
         plain snapshot events (Newstate, NewCallerid …), called by ``apply`` without a wrapper."""
-        k_uid, k_linkedid, k_channel, k_state, k_num, k_name, k_exten = keys
-        get = msg.get
-        uid = get(k_uid)
+        try:
+            uid, linkedid, name, state, num, cname, exten = fields.fetch(msg)
+        except KeyError:  # None for what is missing: an older Asterisk, a Dial from an Originate
+            uid, linkedid, name, state, num, cname, exten = map(msg.get, fields.keys)
         if not uid:
-            if keys is _PLAIN_KEYS:
+            if fields is _PLAIN:
                 srv.stats.malformed += 1
             return None
         ch = srv.channels.get(uid)
         if ch is None:
-            linkedid = get(k_linkedid) or uid
-            name = get(k_channel, "")
             if uid in srv.tombstones and not created_now:
                 return None  # a late event (or stale snapshot) for a channel already gone
             if not name:
                 return None
-            state = get(k_state)
-            ch = _Channel(uid, linkedid, name, _int(state), get(k_num, ""), get(k_name, ""),
-                          get(k_exten, ""), srv.event_time, name.startswith("Local/"))
+            ch = _Channel(uid, linkedid or uid, name, _int(state), num or "", cname or "", exten or "",
+                          srv.event_time, name.startswith("Local/"))
             ch.state_raw = state or ""
             srv.channels[uid] = ch
             self._attach(srv, ch, touched)
@@ -333,7 +332,6 @@ class CallTracker:
             # (NewConnectedLine, HangupRequest, DialState …) change nothing visible. Every leg's name and
             # state are shown; caller number/name and exten only of the leg shown as the caller.
             changed = caller_changed = False
-            state = get(k_state)
             if state and state != ch.state_raw:  # the same text parses to the same state: skip it
                 n = _int(state, ch.state)
                 ch.state_raw = state
@@ -341,24 +339,20 @@ class CallTracker:
                     ch.state = n
                     ch.leg = None
                     changed = True
-            num = get(k_num)
             if num is not None and num != ch.caller_num:
                 ch.caller_num = num
                 caller_changed = True
-            cname = get(k_name)
             if cname is not None and cname != ch.caller_name:
                 ch.caller_name = cname
                 caller_changed = True
-            exten = get(k_exten)
             if exten is not None and exten != ch.exten:
                 ch.exten = exten
                 caller_changed = True
-            name = get(k_channel)
             if name and name != ch.name:
                 ch.name = name
                 ch.leg = None
                 changed = True
-            linkedid = get(k_linkedid) or ch.linkedid
+            linkedid = linkedid or ch.linkedid
             if linkedid != ch.linkedid:
                 self._relink(srv, ch, linkedid, touched)
             elif changed:
@@ -456,11 +450,13 @@ class CallTracker:
             else:
                 members.add(ch.uniqueid)
         # a bridge shows only through the status: joining can only answer a ringing call, leaving can only
-        # un-answer an answered one; anything else changes nothing visible
+        # un-answer an answered one, and not when the one leaving is an Up B-leg (that alone answers the
+        # call: see _view); anything else changes nothing visible
         call = srv.calls.get(ch.linkedid)
         view = None if call is None else call.view
         if view is None or (bridge and view.status is CallStatus.RINGING) or (
-                left and view.status is CallStatus.ANSWERED):
+                left and view.status is CallStatus.ANSWERED and not (
+                    ch.state == _UP and not ch.is_local and ch.uniqueid != ch.linkedid and call.caller is not ch)):
             touched.add(ch.linkedid)
 
     def _unify_linkedids(self, srv: _Server, bridge: str, touched: set[str]) -> None:
@@ -484,11 +480,11 @@ class CallTracker:
     def _on_dial(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
         if "Uniqueid" in msg:  # absent when the dial comes from an Originate
             self._upsert_keys(srv, msg, touched)
-        self._upsert_keys(srv, msg, touched, _DEST_KEYS)
+        self._upsert_keys(srv, msg, touched, _DEST)
 
     def _on_local_bridge(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        self._upsert_keys(srv, msg, touched, _LOCAL_ONE_KEYS)
-        self._upsert_keys(srv, msg, touched, _LOCAL_TWO_KEYS)
+        self._upsert_keys(srv, msg, touched, _LOCAL_ONE)
+        self._upsert_keys(srv, msg, touched, _LOCAL_TWO)
 
     def _on_hangup(self, srv: _Server, msg: Mapping[str, str], touched: set[str]) -> None:
         uid = msg.get("Uniqueid")
@@ -612,9 +608,10 @@ class CallTracker:
     def _view(self, srv: _Server, call: _Call) -> CallView:
         """The call as shown now; ``call.view`` itself when nothing visible changed (no allocation)."""
         order = call.order
-        if order is None:
-            order = call.order = sorted(call.channels.values(), key=_creation_order)
         channels = call.channels
+        if order is None:
+            order = call.order = (sorted(channels.values(), key=_creation_order) if len(channels) > 1
+                                  else list(channels.values()))
         a_leg = channels.get(call.linkedid)
         if a_leg is not None:
             call.caller = a_leg
@@ -643,23 +640,21 @@ class CallTracker:
             call.answer_time = srv.event_time
         if not call.dst and a_leg.exten not in _IGNORED_EXTENS:
             call.dst = a_leg.exten
-        if a_leg.uniqueid in channels:
-            legs = [_leg(a_leg)]
-            legs.extend([c.leg or _leg(c) for c in order if c is not a_leg])
+        if order[0] is a_leg or a_leg.uniqueid not in channels:  # the A-leg first while it is up
+            legs = tuple([c.leg or _leg(c) for c in order])
         else:
-            legs = [c.leg or _leg(c) for c in order]
-        legs_t = tuple(legs)
+            legs = (a_leg.leg or _leg(a_leg), *[c.leg or _leg(c) for c in order if c is not a_leg])
         dst_channel = best_b.name if best_b is not None else ""
         status = CallStatus.ANSWERED if answered else CallStatus.RINGING
         src = a_leg.caller_num if a_leg.caller_num != "<unknown>" else ""
         src_name = a_leg.caller_name if a_leg.caller_name != "<unknown>" else ""
         old = call.view
-        # the same test as ``CallView.__eq__`` (a tuple of the fields), without building a view first
-        if old is not None and (old.uniqueid, old.channel, old.dst_channel, old.status, old.src, old.src_name,
-                                old.dst, old.start_time, old.answer_time, old.legs) == (
-                a_leg.uniqueid, a_leg.name, dst_channel, status, src, src_name, call.dst, call.start_time,
-                call.answer_time, legs_t) and old.server_id == srv.server_id and old.linkedid == call.linkedid:
+        # ``CallView.__eq__`` without building a view first; the legs (what changes most) compared first
+        if (old is not None and old.legs == legs and old.status is status and old.dst_channel == dst_channel
+                and old.answer_time == call.answer_time and old.uniqueid == a_leg.uniqueid
+                and old.channel == a_leg.name and old.src == src and old.src_name == src_name
+                and old.dst == call.dst and old.start_time == call.start_time):
             return old
         # positional (a third cheaper than keywords; the field order is checked at import, see _VIEW_FIELDS)
         return CallView(srv.server_id, call.linkedid, a_leg.uniqueid, a_leg.name, dst_channel, status, src,
-                        src_name, call.dst, call.start_time, call.answer_time, legs_t)
+                        src_name, call.dst, call.start_time, call.answer_time, legs)
