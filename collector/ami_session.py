@@ -43,6 +43,8 @@ NOISE_EVENTS = (
     "NewAccountCode", "BridgeCreate", "BridgeDestroy",
 )
 
+#: The events the session reads itself (besides replies): what ends a resync list, and Asterisk restarting.
+_SESSION_EVENTS = frozenset(("CoreShowChannelsComplete", "FullyBooted", "Shutdown"))
 #: Headers the session and its protocol read on top of the tracker's (replies are never projected).
 SESSION_KEYS = TRACKER_KEYS | {"ListItems", "Shutdown", "Restart"}
 
@@ -267,10 +269,12 @@ class AmiSession:
     def _on_messages(self, msgs: list[AmiMessage]) -> None:
         self.status.events += len(msgs)
         for msg in msgs:  # only resync replies and two lifecycle events concern the session itself
+            event = msg.get("Event")
+            if event is not None and event not in _SESSION_EVENTS:
+                continue  # nearly every event: one lookup and on
             action_id = msg.get("ActionID")
             if action_id is not None and action_id.startswith(RESYNC_ACTION_PREFIX):
                 self._on_resync_message(action_id, msg)
-            event = msg.get("Event")
             if event == "FullyBooted":
                 self.request_resync()
             elif event == "Shutdown":

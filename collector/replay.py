@@ -1060,6 +1060,8 @@ class ReplayServer:
                 j += 1
             raws = [rw(it) for it in items[i:j]]  # type: ignore[arg-type]
             i = j
+            # whether a client listens changes only while this task waits: known until the next await
+            listening = False
             for raw, msg in zip(raws, parse_blocks(raws, self._decoder)):
                 name = msg.get("Event", "")
                 if name in ("Newchannel", "Hangup"):
@@ -1067,11 +1069,15 @@ class ReplayServer:
                 ts = _float(msg.get("Timestamp"))
                 if not self.fast:
                     await self._pace(ts)
+                    listening = False
                 if self._hold_after is not None or self._hold_when is not None:
                     await self._check_hold(ReplayEvent(self.events_sent, si, self.pass_index, name, ts, msg, raw))
-                if self.pause_when_idle and not self._anyone_listening():
-                    await self._wait_client()
-                    self._restart_clock(ts)
+                    listening = False
+                if self.pause_when_idle and not listening:
+                    if not self._anyone_listening():
+                        await self._wait_client()
+                        self._restart_clock(ts)
+                    listening = True
                 if ts is not None:
                     self._trace_now = ts if self._trace_now is None else max(self._trace_now, ts)
                 self.state.apply(msg, ts if ts is not None else (self._trace_now or 0.0))
