@@ -59,7 +59,7 @@ PACED_WARMUP = 2.0  # seconds after the switch to timed mode before measuring (t
 PROBE_EVERY = 0.02  # seconds between two LiveTable.rows() probes (each rebuilds the tuple of every row)
 RESULT = "RESULT "
 FULL = dict(min_events=1_000_000, min_peak_calls=10_300, memory_calls=(10_000, 50_000), tracemalloc_calls=(10_000,),
-            resync_channels=10_000, repeat=1, paced_seconds=20, rounds=3)
+            resync_channels=10_000, repeat=1, paced_seconds=20, rounds=5)
 QUICK = dict(min_events=50_000, min_peak_calls=400, memory_calls=(1_000, 5_000), tracemalloc_calls=(1_000,),
              resync_channels=800, repeat=2, paced_seconds=5, rounds=1)
 
