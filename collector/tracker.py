@@ -634,8 +634,12 @@ class CallTracker:
             up = ch.state == _UP
             if up:
                 answered = True
-            if best_b is None or (up, ch.created) >= (best_b.state == _UP, best_b.created):
+            if best_b is None:
                 best_b = ch
+            else:  # the newest Up leg, else the newest: (up, created) >= (…) without building two tuples
+                best_up = best_b.state == _UP
+                if up > best_up or (up == best_up and ch.created >= best_b.created):
+                    best_b = ch
         if answered and call.answer_time is None:
             call.answer_time = srv.event_time
         if not call.dst and a_leg.exten not in _IGNORED_EXTENS:
