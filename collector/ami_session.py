@@ -271,7 +271,7 @@ class AmiSession:
         for msg in msgs:  # only resync replies and two lifecycle events concern the session itself
             event = msg.get("Event")
             if event is not None and event not in _SESSION_EVENTS:
-                continue  # nearly every event: one lookup and on
+                continue  # nearly every event stops at this one lookup
             action_id = msg.get("ActionID")
             if action_id is not None and action_id.startswith(RESYNC_ACTION_PREFIX):
                 self._on_resync_message(action_id, msg)

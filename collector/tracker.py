@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from operator import itemgetter
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from collector.ami_framing import BANNER_KEY
 from collector.calls import CallChange, CallStatus, CallView, Leg
@@ -128,7 +128,7 @@ def _linkedid_age(linkedid: str) -> tuple[float, int, str]:
 
 class _Fields:
     """The header names of a (prefixed) channel snapshot, and one C-level call that reads all seven
-    (``_upsert`` runs once or twice per event: seven ``dict.get`` calls cost more)."""
+    (``_upsert_keys`` runs once or twice per event: seven ``dict.get`` calls cost more)."""
 
     __slots__ = ("keys", "fetch")
 
@@ -306,8 +306,8 @@ class CallTracker:
     # ------------------------------------------------------------------ channel bookkeeping
     def _upsert_keys(self, srv: _Server, msg: Mapping[str, str], touched: set[str], fields: _Fields = _PLAIN,
                      created_now: bool = False) -> _Channel | None:
-        """``_upsert`` with the header names resolved; with the default fields it is also the handler of the
-        plain snapshot events (Newstate, NewCallerid …), called by ``apply`` without a wrapper."""
+        """Create or refresh the channel of one (prefixed) snapshot in ``msg``; with the default fields it is also
+        the handler of the plain snapshot events (Newstate, NewCallerid …), called by ``apply`` without a wrapper."""
         try:
             uid, linkedid, name, state, num, cname, exten = fields.fetch(msg)
         except KeyError:  # None for what is missing: an older Asterisk, a Dial from an Originate
