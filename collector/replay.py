@@ -1062,11 +1062,16 @@ class ReplayServer:
             i = j
             # whether a client listens changes only while this task waits: known until the next await
             listening = False
+            apply_state, broadcast, classes_of = self.state.apply, self._broadcast, self._classes
             for raw, msg in zip(raws, parse_blocks(raws, self._decoder)):
                 name = msg.get("Event", "")
-                if name in ("Newchannel", "Hangup"):
+                if name == "Newchannel" or name == "Hangup":
                     seen_channel_event = True
-                ts = _float(msg.get("Timestamp"))
+                ts_text = msg.get("Timestamp")
+                try:
+                    ts = float(ts_text) if ts_text else None
+                except ValueError:
+                    ts = None
                 if not self.fast:
                     await self._pace(ts)
                     listening = False
@@ -1078,12 +1083,13 @@ class ReplayServer:
                         await self._wait_client()
                         self._restart_clock(ts)
                     listening = True
-                if ts is not None:
-                    self._trace_now = ts if self._trace_now is None else max(self._trace_now, ts)
-                self.state.apply(msg, ts if ts is not None else (self._trace_now or 0.0))
+                now = self._trace_now
+                if ts is not None and (now is None or ts > now):
+                    self._trace_now = now = ts
+                apply_state(msg, ts if ts is not None else (now or 0.0))
                 if self.wall_clock and ts is not None:
                     raw = _TS_RE.sub(b"\nTimestamp: %.6f" % time.time(), raw, count=1)
-                self._broadcast(raw, self._classes(msg))
+                broadcast(raw, classes_of(msg))
             await self._flush()
             await asyncio.sleep(0)
 
