@@ -13,7 +13,6 @@ import json
 import logging
 import sqlite3
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +66,9 @@ def _row_from_db(r: sqlite3.Row) -> LiveCall:
     return LiveCall(int(r["id"]), call, NO_ENRICHMENT)
 
 
-@dataclass(slots=True)
-class _Batch:
-    """One flush: the dirty keys it took (put back if it fails) with their rows as they were then."""
-
-    dirty: dict[CallKey, int | None]
-    rows: list[tuple[CallKey, int | None, LiveCall | None]]
+#: One flush: each dirty key with the id of the row the table held for it then, and its row now (None: gone).
+#: The rows are immutable, so the batch can be written off the loop; put back in ``dirty`` if it fails.
+_Batch = list[tuple[CallKey, int | None, LiveCall | None]]
 
 
 class DurableTable:
@@ -105,18 +101,18 @@ class DurableTable:
         return out
 
     def _collect(self) -> _Batch:
-        """Take the dirty keys and their rows, on the loop. The rows are immutable, so turning them into
-        statements happens in the writer thread, where it holds the loop up in 5 ms slices at most."""
+        """On the loop; the writer thread turns the batch into statements, holding the loop up in 5 ms
+        slices at most."""
         dirty, self.live.dirty = self.live.dirty, {}
         get = self.live.get
-        return _Batch(dirty, [(key, saved, get(key)) for key, saved in dirty.items()])
+        return [(key, saved, get(key)) for key, saved in dirty.items()]
 
     def _write(self, batch: _Batch) -> int:
         """One transaction; returns the statements run (no transaction at all when there are none)."""
         deletes: list[tuple[int]] = []
         updates: list[tuple[Any, ...]] = []
         inserts: list[tuple[Any, ...]] = []
-        for key, saved, row in batch.rows:
+        for key, saved, row in batch:
             if row is not None and row.id == saved:
                 updates.append(_update_values(row))
                 continue
@@ -145,9 +141,9 @@ class DurableTable:
         return n
 
     def _retry_later(self, batch: _Batch) -> None:
-        # the transaction rolled back, so the table still holds what ``batch.dirty`` says: that wins over
-        # what keys dirtied since assume about it
-        self.live.dirty.update(batch.dirty)
+        # the transaction rolled back, so the table still holds what the batch says: that wins over what
+        # keys dirtied since assume about it
+        self.live.dirty.update((key, saved) for key, saved, _row in batch)
 
     def flush_sync(self) -> int:
         batch = self._collect()
