@@ -1,6 +1,6 @@
 """Ingest benchmark: how many AMI events per second the collector takes in, and what it costs.
 
-    .venv/bin/python -m bench.ingest            # full: ≥ 1,000,000 events, ≥ 10,000 calls up at the peak (~4 min)
+    .venv/bin/python -m bench.ingest            # full: ≥ 1,000,000 events, ≥ 10,000 calls up at the peak (~5 min)
     .venv/bin/python -m bench.ingest --quick    # small sizes, < 60 s
     options: --keep DIR (keep the generated trace there), --json FILE (all figures), --profile (cProfile of (b)),
              --only a,b,c,blast,chunk,nodurable,paced,memory,resync (run a subset)
@@ -66,7 +66,7 @@ RESULT = "RESULT "
 FULL = dict(min_events=1_000_000, min_peak_calls=10_300, memory_calls=(10_000, 50_000), tracemalloc_calls=(10_000,),
             resync_channels=10_000, repeat=1, paced_seconds=20, rounds=5)
 QUICK = dict(min_events=50_000, min_peak_calls=400, memory_calls=(1_000, 5_000), tracemalloc_calls=(1_000,),
-             resync_channels=800, repeat=2, paced_seconds=5, rounds=1)
+             resync_channels=800, repeat=2, paced_seconds=5, rounds=3)
 
 
 # --------------------------------------------------------------------------------------------- small helpers
