@@ -6,5 +6,5 @@ frames AMI in pure Python (exact, ~2x slower on a call,system stream).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("collector._ami_fast", ["collector/_ami_fast.c"], optional=True,
+setup(ext_modules=[Extension("collector.ami._fast", ["collector/ami/_fast.c"], optional=True,
                              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"])])

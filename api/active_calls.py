@@ -25,7 +25,7 @@ from api.params import (
     INVALID, query_pairs, read_body, build_query, parse_body, read_query,
 )
 from api.scope import RowPredicate, Scope
-from collector.live_table import LiveCall
+from collector.live.table import LiveCall
 
 __all__ = ["Selection", "active_calls_get", "authorize", "check_method", "select_rows", "xml_response"]
 

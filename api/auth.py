@@ -18,8 +18,8 @@ from api.errors import (
 )
 from api.params import ActiveCallsQuery
 from api.settings import ApiSettings
-from collector.refindex import RefIndex
-from collector.refmodel import User
+from collector.refdata.index import RefIndex
+from collector.refdata.model import User
 
 __all__ = ["Principal", "Role", "authenticate", "expected_hash"]
 

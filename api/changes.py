@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from collector.live_table import LiveCall
+from collector.live.table import LiveCall
 
 __all__ = ["Change", "ChangeHub", "Inbox", "SubscribableTable"]
 
@@ -184,7 +184,7 @@ class ChangeHub:
 
 
 class SubscribableTable(Protocol):
-    """What ``ChangeHub.following`` needs of ``collector.live_table.LiveTable``."""
+    """What ``ChangeHub.following`` needs of ``collector.live.table.LiveTable``."""
 
     def rows(self) -> Iterable[LiveCall]: ...
     def subscribe(self, listener: Listener) -> None: ...

@@ -14,8 +14,8 @@ from aiohttp import web
 from api.changes import ChangeHub
 from api.settings import ApiSettings
 from api.xml import RowRenderer
-from collector.live_table import LiveCall
-from collector.refindex import RefIndex
+from collector.live.table import LiveCall
+from collector.refdata.index import RefIndex
 
 __all__ = ["ApiDeps", "DEPS_KEY", "RENDERER_KEY"]
 

@@ -18,8 +18,8 @@ from api.errors import (
 )
 from api.params import ActiveCallsQuery
 from api.scope import RowPredicate, Scope
-from collector.calls import CallStatus
-from collector.live_table import LiveCall
+from collector.tracking.calls import CallStatus
+from collector.live.table import LiveCall
 
 __all__ = ["build_filters", "like_to_regex", "parse_id"]
 

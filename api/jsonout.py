@@ -21,7 +21,7 @@ from aiohttp import web
 from api.errors import Envelope, MorError
 from api.params import parse_urlencoded
 from api.xml import RowRenderer, clean_text
-from collector.live_table import LiveCall
+from collector.live.table import LiveCall
 
 __all__ = ["JSON_TYPE", "dumps", "error_json", "json_response", "row_object", "rows_json", "wants_json"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from api.auth import Principal, Role
-from collector.live_table import LiveCall
-from collector.refindex import RefIndex
-from collector.refmodel import Device, Did, Provider, User
+from collector.live.table import LiveCall
+from collector.refdata.index import RefIndex
+from collector.refdata.model import Device, Did, Provider, User
 
 __all__ = ["RowPredicate", "Scope"]
 

@@ -35,7 +35,7 @@ from api.filters import parse_id
 from api.jsonout import dumps, row_object
 from api.scope import RowPredicate
 from api.xml import RowRenderer
-from collector.live_table import LiveCall
+from collector.live.table import LiveCall
 
 __all__ = ["STREAM_PATHS", "STREAM_UNAVAILABLE", "StreamSettings", "active_calls_stream", "add_stream_routes"]
 

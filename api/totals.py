@@ -19,9 +19,9 @@ from api.deps import DEPS_KEY
 from api.errors import MorError
 from api.jsonout import dumps, json_response, wants_json
 from api.xml import XML_DECLARATION, clean_text
-from collector.calls import CallStatus
-from collector.live_table import LiveCall
-from collector.refindex import RefIndex
+from collector.tracking.calls import CallStatus
+from collector.live.table import LiveCall
+from collector.refdata.index import RefIndex
 
 __all__ = ["BAD_GROUP_BY", "GROUP_BY", "Group", "Totals", "active_calls_totals", "count", "render_json",
            "render_xml"]

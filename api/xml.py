@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 
 from api.errors import Envelope, MorError
-from collector.live_table import LiveCall
+from collector.live.table import LiveCall
 
 __all__ = [
     "CALL_FIELDS", "DST_FIELDS", "XML_DECLARATION", "RowRenderer", "clean_text", "render_error",

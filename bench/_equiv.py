@@ -1,4 +1,4 @@
-"""Check that an optimised collector/tracker.py and collector/ami_framing.py behave exactly like an older revision.
+"""Check that an optimised collector/tracking/tracker.py and collector/ami/framing.py behave exactly like an older revision.
 
     .venv/bin/python -m bench._equiv            # working tree against HEAD
     .venv/bin/python -m bench._equiv 6065bab    # … against any git revision
@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from collector.ami_framing import BANNER_KEY  # noqa: E402
-from collector.timeline import iter_trace_messages  # noqa: E402
-from collector.traces import read_trace  # noqa: E402
+from collector.ami.framing import BANNER_KEY  # noqa: E402
+from collector.tools.timeline import iter_trace_messages  # noqa: E402
+from collector.tools.traces import read_trace  # noqa: E402
 
 TRACES = ROOT / "tests" / "traces"
 
@@ -46,7 +46,7 @@ def _load(name: str, path: Path) -> ModuleType:
 def _old_source(rev: str, rel: str, tmp: Path) -> Path:
     out = tmp / rel.replace("/", "_")
     src = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout
-    # revisions before collector/calls.py became NamedTuples checked the field order with dataclasses.fields
+    # revisions before collector/tracking/calls.py became NamedTuples checked the field order with dataclasses.fields
     src = src.replace(b"tuple(f.name for f in fields(CallView))", b"CallView._fields").replace(
         b"tuple(f.name for f in fields(Leg))", b"Leg._fields")
     out.write_bytes(src)
@@ -194,11 +194,11 @@ def check_framer(old: ModuleType, new: ModuleType, trials: int = 300) -> bool:
 def main(argv: list[str]) -> int:
     rev = argv[0] if argv else "HEAD"
     with tempfile.TemporaryDirectory() as tmp:
-        old_fr = _load("_old_ami_framing", _old_source(rev, "collector/ami_framing.py", Path(tmp)))
+        old_fr = _load("_old_ami_framing", _old_source(rev, "collector/ami/framing.py", Path(tmp)))
         new_fr = _load("_new_ami_framing", ROOT / "collector" / "ami_framing.py")
         fr_ok = check_framer(old_fr, new_fr)
         print(f"framer vs {rev}: {'equivalent' if fr_ok else 'DIFFERENT'}")
-        old_tr = _load("_old_tracker", _old_source(rev, "collector/tracker.py", Path(tmp)))
+        old_tr = _load("_old_tracker", _old_source(rev, "collector/tracking/tracker.py", Path(tmp)))
         new_tr = _load("_new_tracker", ROOT / "collector" / "tracker.py")
         import logging
 

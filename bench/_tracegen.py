@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.traces import read_trace
+from collector.tools.traces import read_trace
 
 __all__ = ["Source", "TracePlan", "TraceStats", "load_sources", "plan", "write_trace", "DEFAULT_MIX"]
 

@@ -29,10 +29,10 @@ from aiohttp import web  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.deps import ApiDeps  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
-from collector.calls import CallStatus, CallView, Leg  # noqa: E402
-from collector.live_table import LiveCall  # noqa: E402
-from collector.refindex import RefIndex  # noqa: E402
-from collector.refmodel import (  # noqa: E402
+from collector.tracking.calls import CallStatus, CallView, Leg  # noqa: E402
+from collector.live.table import LiveCall  # noqa: E402
+from collector.refdata.index import RefIndex  # noqa: E402
+from collector.refdata.model import (  # noqa: E402
     Destination, DestinationGroup, Device, Did, Direction, Enrichment, Provider, RefData, Server, User,
 )
 

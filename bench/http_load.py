@@ -50,7 +50,7 @@ def call_system_trace(src: Path, dst: Path) -> tuple[int, float]:
     """The trace as a ``call,system`` login receives it: Asterisk never sends the other classes to it, so
     the replay need not walk them (VarSet/Newexten/Cdr are ~68 % of concurrent_load). Returns the events kept
     and the trace time they span."""
-    from collector.traces import read_trace
+    from collector.tools.traces import read_trace
 
     kept = []
     events = 0
@@ -71,7 +71,7 @@ def call_system_trace(src: Path, dst: Path) -> tuple[int, float]:
 
 
 def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
-    from collector.replay import ReplayServer
+    from collector.tools.replay import ReplayServer
 
     logging.basicConfig(level=logging.WARNING, format="replay %(levelname)s %(message)s")
 
@@ -89,9 +89,9 @@ def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> 
 # ------------------------------------------------------------------------------------- daemon process
 
 def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> None:  # type: ignore[name-defined]
-    from collector.config import parse_settings
-    from collector.daemon import Daemon
-    from collector.refdata import load_demo
+    from collector.service.config import parse_settings
+    from collector.service.daemon import Daemon
+    from collector.refdata.store import load_demo
 
     logging.basicConfig(level=logging.WARNING, format="daemon %(levelname)s %(name)s %(message)s")
     db = Path(db_dir) / "collector.db"

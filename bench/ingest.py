@@ -14,7 +14,7 @@ on those same bytes, each in a fresh worker process (so one measurement's heap c
     no-op dispatch: the parsing floor any panoramisk-based collector pays.
 (b) tracker alone: ``AmiFramer`` (the session's NOISE_EVENTS skip list and SESSION_KEYS projection) →
     ``CallTracker.apply_many`` (→ LiveTable), in-process, 64 KiB chunks; each stage reported on its own.
-(c) full path: ``collector.replay.ReplayServer`` in fast mode (its own process) → TCP 127.0.0.1 → ``AmiSession``
+(c) full path: ``collector.tools.replay.ReplayServer`` in fast mode (its own process) → TCP 127.0.0.1 → ``AmiSession``
     (panoramisk Manager + FramedAMIProtocol) → tracker → LiveTable, with the durable table flushing every second
     (SQLite in the temp dir), like the daemon. Rates use the collector process's own CPU time ("per core") and wall
     time; when the replay server (one core, Python) cannot send faster than the collector reads, the wall rate is
@@ -22,7 +22,7 @@ on those same bytes, each in a fresh worker process (so one measurement's heap c
 On call,system, (a), (c) and (c') then run again in paired rounds (back to back, the order reversed every other
 round); the (c)/(a) and (c')/(a) targets use the median of the rounds' own ratios, which a drift of the shared
 machine's speed between two runs minutes apart does not skew. The throughput runs carry no API-like probe.
-Every worker runs with the daemon's GC thresholds (``collector.daemon.tune_gc``), (a) included.
+Every worker runs with the daemon's GC thresholds (``collector.service.daemon.tune_gc``), (a) included.
 Events/s always counts *wire* events (every event the server sent to that login, including those the framer drops
 by prefix), so (a), (b) and (c) divide the same numerator.
 
@@ -158,10 +158,10 @@ def worker_panoramisk(a: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- (b) tracker
 
 def worker_tracker(a: dict[str, Any]) -> dict[str, Any]:
-    from collector.ami_framing import AmiFramer
-    from collector.ami_session import NOISE_EVENTS, SESSION_KEYS
-    from collector.live_table import LiveTable
-    from collector.tracker import CallTracker
+    from collector.ami.framing import AmiFramer
+    from collector.ami.session import NOISE_EVENTS, SESSION_KEYS
+    from collector.live.table import LiveTable
+    from collector.tracking.tracker import CallTracker
 
     data = Path(a["path"]).read_bytes()
     chunks = _chunks(data)
@@ -241,10 +241,10 @@ def _stop_server(proc: subprocess.Popen[str]) -> None:
 
 
 async def serve_replay(a: dict[str, Any]) -> None:
-    """collector.replay.ReplayServer in fast mode; optionally parked after ``hold_after`` events."""
+    """collector.tools.replay.ReplayServer in fast mode; optionally parked after ``hold_after`` events."""
     import logging
 
-    from collector.replay import ReplayServer
+    from collector.tools.replay import ReplayServer
 
     logging.basicConfig(level=logging.WARNING)
     speed = float(a.get("speed", 0))
@@ -348,8 +348,8 @@ async def serve_blast(a: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------- (c) full path
 
 def _session(port: int, events: str, sink: Any, name: str = "bench") -> Any:
-    from collector.ami_session import AmiSession
-    from collector.config import AmiServerSettings, CollectorSettings, Secret
+    from collector.ami.session import AmiSession
+    from collector.service.config import AmiServerSettings, CollectorSettings, Secret
 
     cfg = AmiServerSettings(name=name, host="127.0.0.1", port=port, username="bench", secret=Secret("bench"),
                             server_id=1, events=events)
@@ -360,10 +360,10 @@ def _session(port: int, events: str, sink: Any, name: str = "bench") -> Any:
 async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
     import logging
 
-    from collector.ami_protocol import FramedAMIProtocol
-    from collector.durable import DurableTable
-    from collector.live_table import LiveTable
-    from collector.tracker import CallTracker
+    from collector.ami.protocol import FramedAMIProtocol
+    from collector.live.durable import DurableTable
+    from collector.live.table import LiveTable
+    from collector.tracking.tracker import CallTracker
 
     logging.basicConfig(level=logging.WARNING)
     loop = asyncio.get_running_loop()
@@ -445,7 +445,7 @@ async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
     if a.get("probe", True):
         FramedAMIProtocol.data_received = timed_data_received  # type: ignore[method-assign]
     if a.get("read_chunk"):  # a fixed read size instead of ami_protocol's adaptive READ_MIN…READ_MAX
-        import collector.ami_protocol as ami_protocol
+        import collector.ami.protocol as ami_protocol
         ami_protocol.READ_MIN = ami_protocol.READ_MAX = int(a["read_chunk"])
     session = _session(int(a["port"]), a["events"], sink)
     flusher = asyncio.create_task(durable.run(1.0)) if durable is not None else None
@@ -503,8 +503,8 @@ async def worker_resync(a: dict[str, Any]) -> dict[str, Any]:
     them all and resyncs (warm: a periodic reconcile); session B logs in then (cold: every channel is new)."""
     import logging
 
-    from collector.ami_framing import AmiFramer
-    from collector.tracker import CallTracker
+    from collector.ami.framing import AmiFramer
+    from collector.tracking.tracker import CallTracker
 
     logging.basicConfig(level=logging.WARNING)
     hold = int(a["delivered"])  # events the framer passes on before the server parks
@@ -594,10 +594,10 @@ def worker_memory(a: dict[str, Any]) -> dict[str, Any]:
     this process allocates nothing else), then count what the tracker + LiveTable hold."""
     import tracemalloc
 
-    from collector.ami_framing import AmiFramer
-    from collector.ami_session import NOISE_EVENTS
-    from collector.live_table import LiveTable
-    from collector.tracker import CallTracker
+    from collector.ami.framing import AmiFramer
+    from collector.ami.session import NOISE_EVENTS
+    from collector.live.table import LiveTable
+    from collector.tracking.tracker import CallTracker
 
     use_tm = bool(a.get("tracemalloc"))
     fr, trk, live = AmiFramer(NOISE_EVENTS), CallTracker(), LiveTable()
@@ -670,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(json.loads(ns.args)))
         return 0
     if ns.worker:
-        from collector.daemon import tune_gc
+        from collector.service.daemon import tune_gc
         tune_gc()  # every worker, (a) included, runs with the daemon's GC thresholds
         args = json.loads(ns.args)
         fn = {"panoramisk": worker_panoramisk, "tracker": worker_tracker, "memory": worker_memory,
@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def orchestrate(ns: argparse.Namespace) -> int:
     from bench import _tracegen as tg
-    from collector.ami_session import NOISE_EVENTS
+    from collector.ami.session import NOISE_EVENTS
 
     size = QUICK if ns.quick else FULL
     phases = set(ns.only.split(","))

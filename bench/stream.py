@@ -41,8 +41,8 @@ from api.changes import ChangeHub  # noqa: E402
 from api.deps import ApiDeps  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
 from api.stream import STREAM_KEY  # noqa: E402
-from collector.calls import CallChange, CallStatus, CallView  # noqa: E402
-from collector.live_table import LiveTable  # noqa: E402
+from collector.tracking.calls import CallChange, CallStatus, CallView  # noqa: E402
+from collector.live.table import LiveTable  # noqa: E402
 
 log = logging.getLogger("bench.stream")
 

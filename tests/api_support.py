@@ -17,10 +17,10 @@ from api.app import create_app
 from api.deps import ApiDeps
 from api.settings import ApiSettings
 from aiohttp import web
-from collector.calls import CallStatus, CallView, Leg
-from collector.live_table import LiveCall
-from collector.refindex import RefIndex
-from collector.refmodel import (
+from collector.tracking.calls import CallStatus, CallView, Leg
+from collector.live.table import LiveCall
+from collector.refdata.index import RefIndex
+from collector.refdata.model import (
     Destination, DestinationGroup, Device, Did, Direction, Enrichment, Provider, RefData, Server, User,
 )
 

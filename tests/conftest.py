@@ -1,7 +1,7 @@
 """Shared pytest fixtures.
 
 * ``traces_dir``: the bundled real Asterisk traces (``tests/traces``; never ``/work/shared`` at test time).
-* ``replay_server``: factory starting a :class:`collector.replay.ReplayServer` on 127.0.0.1 with an ephemeral
+* ``replay_server``: factory starting a :class:`collector.tools.replay.ReplayServer` on 127.0.0.1 with an ephemeral
   port, closed at teardown. ``await replay_server("basic_outbound", fast=True)`` → started server (``.port``);
   arguments are scenario names (all their session files, in order) or paths; keywords go to ReplayServer.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from collector.replay import ReplayServer
+from collector.tools.replay import ReplayServer
 
 TRACES_DIR = Path(__file__).parent / "traces"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 from lxml import etree
 
-from collector.calls import CallView
-from collector.config import Settings, parse_settings
-from collector.daemon import Daemon
-from collector.refdata import load_demo
-from collector.timeline import iter_trace_messages
-from collector.tracker import CallTracker
+from collector.tracking.calls import CallView
+from collector.service.config import Settings, parse_settings
+from collector.service.daemon import Daemon
+from collector.refdata.store import load_demo
+from collector.tools.timeline import iter_trace_messages
+from collector.tracking.tracker import CallTracker
 
 ADMIN_SECRET_OWNER = "admin"
 

@@ -1,7 +1,7 @@
 """Byte-level surgery on recorded AMI streams for the fault tests: shuffled timing, restarted Asterisk.
 
 Every function takes and returns raw trace bytes (banner, ``\\r\\n\\r\\n``-terminated blocks), so the result
-can be written to a ``.ami`` file and served by :class:`collector.replay.ReplayServer` like any recording.
+can be written to a ``.ami`` file and served by :class:`collector.tools.replay.ReplayServer` like any recording.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One test per panoramisk 1.4 defect that collector/ami_protocol.py and ami_session.py work around
+"""One test per panoramisk 1.4 defect that collector/ami/protocol.py and ami_session.py work around
 (notes/ami.md §5.4); the over-the-wire ones (UTF-8 split, silent server) are in test_daemon_e2e.py."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.ami_framing import AmiMessage
-from collector.ami_protocol import FramedAMIProtocol
-from collector.ami_session import AmiSession
-from collector.config import AmiServerSettings, CollectorSettings, Secret
+from collector.ami.framing import AmiMessage
+from collector.ami.protocol import FramedAMIProtocol
+from collector.ami.session import AmiSession
+from collector.service.config import AmiServerSettings, CollectorSettings, Secret
 
 
 class _Transport(asyncio.Transport):
@@ -122,7 +122,7 @@ def _full_read(size: int) -> bytes:
 
 
 async def test_read_size_grows_only_when_other_work_holds_the_loop_and_shrinks_back() -> None:
-    from collector import ami_protocol
+    from collector.ami import protocol as ami_protocol
 
     seen: list[AmiMessage] = []
     proto, transport = _protocol(seen.append)

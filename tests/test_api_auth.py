@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 
-from collector.refindex import RefIndex
-from collector.refmodel import RefData, Server, User
+from collector.refdata.index import RefIndex
+from collector.refdata.model import RefData, Server, User
 from tests.api_support import (
     PATH, ROWS, VISIBLE, calls_of, make_app, message_of, sha, signed, status_error_of, with_settings,
 )

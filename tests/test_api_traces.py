@@ -16,12 +16,12 @@ import pytest
 
 from api.app import create_app
 from api.deps import ApiDeps
-from collector.calls import CallChange
-from collector.enrich import Enricher
-from collector.live_table import LiveCall, LiveTable
-from collector.refdata import load_demo, load_refdata
-from collector.refindex import RefIndex
-from collector.timeline import iter_trace_messages, timeline
+from collector.tracking.calls import CallChange
+from collector.live.enrich import Enricher
+from collector.live.table import LiveCall, LiveTable
+from collector.refdata.store import load_demo, load_refdata
+from collector.refdata.index import RefIndex
+from collector.tools.timeline import iter_trace_messages, timeline
 from tests.helpers import trace_paths
 from tests.api_support import PATH, parse, with_settings
 

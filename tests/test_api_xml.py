@@ -10,9 +10,9 @@ from lxml import etree
 
 from api.xml import CALL_FIELDS, DST_FIELDS, RowRenderer, render_status
 from api.errors import Envelope
-from collector.calls import CallStatus
-from collector.live_table import LiveCall
-from collector.refmodel import Enrichment
+from collector.tracking.calls import CallStatus
+from collector.live.table import LiveCall
+from collector.refdata.model import Enrichment
 from tests.api_support import (
     NOW, PATH, ROWS, calls_of, make_app, parse, row_dict, signed, with_settings,
 )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import main
-from collector.config import ConfigError, Secret, load_settings, parse_settings
+from collector.service.cli import main
+from collector.service.config import ConfigError, Secret, load_settings, parse_settings
 
 GOOD = """
 [api]

@@ -8,9 +8,9 @@ import asyncio
 import gzip
 from pathlib import Path
 
-from collector.replay import ReplayServer
-from collector.timeline import iter_trace_messages
-from collector.traces import read_trace
+from collector.tools.replay import ReplayServer
+from collector.tools.timeline import iter_trace_messages
+from collector.tools.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
 from tests.daemon_helpers import (admin_page, barrier, comparable, offline_calls, running_daemon, settings_for,
                                   wait_until)

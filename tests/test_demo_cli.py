@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from lxml import etree
 
-from collector.cli import build_parser
+from collector.service.cli import build_parser
 from tests.test_ops import Child, NotifySocket, child_env, free_port, parse_metrics, until
 
 DEMO_SECRETS = ("demo-admin-secret", "demo-reseller-secret")

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.calls import CallStatus, CallView, Leg
-from collector.enrich import DestinationIndex, Enricher, Localizer
-from collector.live_table import LiveTable
-from collector.refdata import load_demo, load_refdata
-from collector.refindex import RefIndex
-from collector.refmodel import (
+from collector.tracking.calls import CallStatus, CallView, Leg
+from collector.live.enrich import DestinationIndex, Enricher, Localizer
+from collector.live.table import LiveTable
+from collector.refdata.store import load_demo, load_refdata
+from collector.refdata.index import RefIndex
+from collector.refdata.model import (
     NO_ENRICHMENT, Destination, Device, Did, Direction, Enrichment, LocationRule, Provider, RefData, User,
 )
-from collector.timeline import iter_trace_messages, timeline
-from collector.tracker import CallTracker
+from collector.tools.timeline import iter_trace_messages, timeline
+from collector.tracking.tracker import CallTracker
 
 TRACES = Path(__file__).parent / "traces"
 
@@ -272,7 +272,7 @@ def test_enrich_failure_is_contained(enricher: Enricher, caplog: pytest.LogCaptu
             raise RuntimeError("bug")
 
     broken = Broken(enricher.index)
-    with caplog.at_level(logging.ERROR, logger="collector.enrich"):
+    with caplog.at_level(logging.ERROR, logger="collector.live.enrich"):
         assert broken(view("SIP/101-1", "102")) is NO_ENRICHMENT
     assert "enrichment failed" in caplog.text
 

@@ -23,12 +23,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from collector.calls import CallView
-from collector.daemon import Daemon
-from collector.replay import ReplayServer
-from collector.timeline import iter_trace_messages
-from collector.traces import read_trace
-from collector.tracker import CallTracker
+from collector.tracking.calls import CallView
+from collector.service.daemon import Daemon
+from collector.tools.replay import ReplayServer
+from collector.tools.timeline import iter_trace_messages
+from collector.tools.traces import read_trace
+from collector.tracking.tracker import CallTracker
 from tests.daemon_helpers import (admin_page, barrier, comparable, mor_hash, offline_calls, running_daemon, settings_for,
                                   wait_until)
 from tests.fault_streams import blocks_of, join_blocks, shift_epochs, shuffle_within
@@ -352,7 +352,7 @@ class HostileReplay(ReplayServer):
 
 async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_calls(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="collector.ami_framing")
+    caplog.set_level(logging.DEBUG, logger="collector.ami.framing")
     bad = tmp_path / "concurrent_load.bad_utf8.ami"  # every "Alice Office" caller name as non-UTF-8 bytes
     bad.write_bytes(read_trace(trace_paths("concurrent_load")[0]).replace(b"CallerIDName: Alice Office", BAD_NAME))
     paths = [bad]

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from collector.ami_framing import BANNER_KEY, MAX_MESSAGE_BYTES, AmiFramer, iter_messages
-from collector.traces import read_trace
+from collector.ami.framing import BANNER_KEY, MAX_MESSAGE_BYTES, AmiFramer, iter_messages
+from collector.tools.traces import read_trace
 from tests.helpers import trace_paths
 
 SAMPLE = (b"Asterisk Call Manager/9.0.0\r\nResponse: Success\r\nMessage: Authentication accepted\r\n\r\n"

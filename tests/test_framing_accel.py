@@ -1,4 +1,4 @@
-"""The C decoder (collector/_ami_fast.c) gives exactly what the pure-Python framer gives: on every bundled
+"""The C decoder (collector/ami/_fast.c) gives exactly what the pure-Python framer gives: on every bundled
 trace in random splits, on hostile byte soup, with and without a skip list and a key projection."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import ami_framing
-from collector.ami_framing import AmiFramer, AmiMessage, block_decoder
-from collector.ami_session import NOISE_EVENTS, SESSION_KEYS
-from collector.replay import parse_block, parse_blocks, split_sessions
-from collector.traces import read_trace
+from collector.ami import framing as ami_framing
+from collector.ami.framing import AmiFramer, AmiMessage, block_decoder
+from collector.ami.session import NOISE_EVENTS, SESSION_KEYS
+from collector.tools.replay import parse_block, parse_blocks, split_sessions
+from collector.tools.traces import read_trace
 from tests.helpers import ALL_SCENARIOS, trace_paths
 
 FRAGMENTS = [b"Event: ", b"Response: ", b"Event: VarSet\r\n", b"Event: Newstate\r\n", b": ", b":", b"\r\n", b"\n",

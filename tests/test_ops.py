@@ -43,14 +43,14 @@ import pytest
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.ami_framing import ACCELERATED
-from collector.calls import CallView
-from collector.logsetup import MASK, RedactingFormatter, add_secrets, redact, setup_logging
-from collector.refdata import demo_data, load_demo
-from collector.sdnotify import Notifier
-from collector.timeline import iter_trace_messages
-from collector.tracker import CallTracker
-from collector.traces import read_trace
+from collector.ami.framing import ACCELERATED
+from collector.tracking.calls import CallView
+from collector.service.logsetup import MASK, RedactingFormatter, add_secrets, redact, setup_logging
+from collector.refdata.store import demo_data, load_demo
+from collector.service.sdnotify import Notifier
+from collector.tools.timeline import iter_trace_messages
+from collector.tracking.tracker import CallTracker
+from collector.tools.traces import read_trace
 from tests.conftest import scenario_files
 
 PY = sys.executable

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from collector import dbcli
-from collector.refdata import (
+from collector.service import dbcli
+from collector.refdata.store import (
     ACTIVECALLS_COLUMNS, MIGRATIONS, REF_TABLES, SCHEMA_VERSION, ImportValidationError, RefDataError,
     RefSource, SqliteRefSource, demo_data, export_db, import_data, import_file, init_db, load_demo,
     load_refdata, migrate, open_db, schema_version,
 )
-from collector.refmodel import RefData, User
+from collector.refdata.model import RefData, User
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Synchronisation is always by awaiting a condition (a block on the socket, a server counter, a hold point),
 never by sleeping; every test is bounded by ``asyncio.timeout``. Expected data is derived from the bundled
-traces independently of ``collector.replay``: the unsolicited events of a trace are exactly its blocks with a
+traces independently of ``collector.tools.replay``: the unsolicited events of a trace are exactly its blocks with a
 ``Timestamp`` header (the banner/Login response, the recorder's action replies and the login-time
 ``FullyBooted`` have none).
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.record import AmiLoginError, record
-from collector.replay import (EventMask, PassRewriter, ReplayEvent, ReplayServer, TraceSession, serve,
+from collector.tools.record import AmiLoginError, record
+from collector.tools.replay import (EventMask, PassRewriter, ReplayEvent, ReplayServer, TraceSession, serve,
                               split_sessions)
-from collector.traces import read_trace
+from collector.tools.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
 
 T = 10.0  # per-test bound (seconds)

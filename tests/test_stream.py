@@ -21,8 +21,8 @@ from api.app import create_app
 from api.changes import ChangeHub
 from api.deps import DEPS_KEY, ApiDeps
 from api.stream import STREAM_KEY, StreamSettings
-from collector.calls import CallStatus
-from collector.live_table import LiveCall
+from collector.tracking.calls import CallStatus
+from collector.live.table import LiveCall
 from tests.api_support import NOW, REFS, ROWS, SECRETS, signed, with_settings
 
 STREAM = "/billing/api/active_calls_stream"
@@ -332,7 +332,7 @@ async def test_keepalive_carries_the_cursor_and_shutdown_ends_streams(served: An
 # ----------------------------------------------------------------------------- the real daemon
 async def test_stream_equals_active_calls_get_through_a_replayed_trace(tmp_path: Path,
                                                                        replay_server: Any) -> None:
-    from collector.timeline import iter_trace_messages
+    from collector.tools.timeline import iter_trace_messages
     from tests.conftest import scenario_files
     from tests.daemon_helpers import barrier, mor_hash, running_daemon, settings_for
 

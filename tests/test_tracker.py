@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collector.ami_framing import BANNER_KEY
-from collector.calls import CallStatus, peer_of
-from collector.tracker import CallTracker
+from collector.ami.framing import BANNER_KEY
+from collector.tracking.calls import CallStatus, peer_of
+from collector.tracking.tracker import CallTracker
 from tests.helpers import chan
 
 A, B = "100.1", "100.2"

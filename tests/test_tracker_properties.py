@@ -10,10 +10,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.ami_framing import BANNER_KEY
-from collector.ami_session import NOISE_EVENTS
-from collector.timeline import iter_trace_messages
-from collector.tracker import CallTracker
+from collector.ami.framing import BANNER_KEY
+from collector.ami.session import NOISE_EVENTS
+from collector.tools.timeline import iter_trace_messages
+from collector.tracking.tracker import CallTracker
 from tests.helpers import trace_paths
 
 FLOWS = {name: [m for m in iter_trace_messages(trace_paths(name)) if m.get("Event") not in NOISE_EVENTS

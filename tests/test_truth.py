@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from collector.timeline import iter_trace_messages, timeline, write_timeline
+from collector.tools.timeline import iter_trace_messages, timeline, write_timeline
 from tests.helpers import ALL_SCENARIOS, trace_paths, truth_path
 from tests.truth import compare, load_truth
 

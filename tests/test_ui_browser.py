@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from api.deps import DEPS_KEY
-from collector.timeline import iter_trace_messages
+from collector.tools.timeline import iter_trace_messages
 from tests.conftest import scenario_files
 from tests.daemon_helpers import barrier, mor_hash, running_daemon, settings_for
 
@@ -151,7 +151,7 @@ async def test_page_follows_a_replayed_trace(tmp_path: Path, replay_server: Any)
     replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= holds[0])
     async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon, chromium(tmp_path) as cdp:
         assert daemon._runner is not None and daemon._runner.app[DEPS_KEY].changes is not None, \
-            "the daemon must pass changes=ChangeHub.following(self.live) to ApiDeps (collector/daemon.py)"
+            "the daemon must pass changes=ChangeHub.following(self.live) to ApiDeps (collector/service/daemon.py)"
         secret = daemon._refs().users_by_username["admin"].api_secret_key
         auth = {"u": "admin", "hash": mor_hash("admin", secret)}
         base = f"http://127.0.0.1:{daemon.port}"
@@ -201,8 +201,8 @@ async def test_page_keeps_up_with_5000_rows(tmp_path: Path) -> None:
     from api.app import create_app
     from api.changes import ChangeHub
     from api.deps import ApiDeps
-    from collector.calls import CallStatus
-    from collector.live_table import LiveCall
+    from collector.tracking.calls import CallStatus
+    from collector.live.table import LiveCall
     from tests.api_support import NOW, REFS, ROWS, sha, with_settings
 
     chromium_binary()

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.ami_framing import AmiMessage
-from collector.calls import CallView
-from collector.timeline import iter_trace_messages
-from collector.traces import read_trace
-from collector.tracker import CallTracker
+from collector.ami.framing import AmiMessage
+from collector.tracking.calls import CallView
+from collector.tools.timeline import iter_trace_messages
+from collector.tools.traces import read_trace
+from collector.tracking.tracker import CallTracker
 
 TruthCalls = dict[str, str]  # linkedid -> "Ringing" | "Answered"
 

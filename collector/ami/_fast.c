@@ -1,4 +1,4 @@
-/* Optional accelerator for collector.ami_framing: AMI message blocks (bytes) -> dicts.
+/* Optional accelerator for collector.ami.framing: AMI message blocks (bytes) -> dicts.
  *
  * Why C: on an `Events: call,system` stream nearly every message is a ~20-line channel snapshot, and
  * building its 40 strings and a dict in Python costs ~4.5 us, more than everything else the collector
@@ -303,7 +303,7 @@ static PyMethodDef Decoder_methods[] = {
 
 static PyTypeObject DecoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "collector._ami_fast.Decoder",
+    .tp_name = "collector.ami._fast.Decoder",
     .tp_basicsize = sizeof(Decoder),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "AMI blocks -> dicts, the exact common case; everything else goes to `slow`.",
@@ -314,11 +314,11 @@ static PyTypeObject DecoderType = {
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "collector._ami_fast", "Optional C accelerator for collector.ami_framing.", -1,
+    PyModuleDef_HEAD_INIT, "collector.ami._fast", "Optional C accelerator for collector.ami.framing.", -1,
     NULL,
 };
 
-PyMODINIT_FUNC PyInit__ami_fast(void) {
+PyMODINIT_FUNC PyInit__fast(void) {
     if (PyType_Ready(&DecoderType) < 0)
         return NULL;
     str_event = PyUnicode_InternFromString("Event");

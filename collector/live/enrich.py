@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.calls import CallView, peer_of
-from collector.refindex import RefIndex, tech_class
-from collector.refmodel import (
+from collector.tracking.calls import CallView, peer_of
+from collector.refdata.index import RefIndex, tech_class
+from collector.refdata.model import (
     GLOBAL_LOCATION_ID, NO_ENRICHMENT, Destination, Device, Enrichment, LocationRule,
     Provider, RefData, User,
 )

@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds the ``db`` command to the main CLI; every leaf parser sets ``func`` to a
 handler ``(args) -> exit code`` (0 ok, 2 invalid input with one line on stderr, 1 database failure).
-``python -m collector.dbcli db …`` runs it standalone.
+``python -m collector.service.dbcli db …`` runs it standalone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from collector.refdata import (
+from collector.refdata.store import (
     DEFAULT_DB_PATH, REF_TABLES, SCHEMA_VERSION, RefDataError, export_db, import_file, init_db, load_demo,
 )
 

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from collector.ami_framing import BANNER_KEY, AmiFramer, AmiMessage
-from collector.tracker import RX_TIME_KEY
+from collector.ami.framing import BANNER_KEY, RX_TIME_KEY, AmiFramer, AmiMessage
 
 __all__ = ["FramedAMIProtocol", "RESYNC_ACTION_PREFIX"]
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from panoramisk import Manager
 
-from collector.ami_framing import AmiMessage
-from collector.ami_protocol import RESYNC_ACTION_PREFIX, FramedAMIProtocol
-from collector.config import AmiServerSettings, CollectorSettings
-from collector.tracker import TRACKER_KEYS
+from collector.ami.framing import AmiMessage
+from collector.ami.protocol import RESYNC_ACTION_PREFIX, FramedAMIProtocol
+from collector.service.config import AmiServerSettings, CollectorSettings
+from collector.tracking.tracker import TRACKER_KEYS
 
 __all__ = ["AmiSession", "ServerStatus", "TRACKED_EVENTS", "NOISE_EVENTS"]
 

@@ -28,9 +28,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import __version__
-from collector.ami_framing import ACCELERATED
+from collector.ami.framing import ACCELERATED
 
-#: Which AMI decoder runs: "c" (collector/_ami_fast.c, built at install) or "python" (exact, about half
+#: Which AMI decoder runs: "c" (collector/ami/_fast.c, built at install) or "python" (exact, about half
 #: the ingest speed).
 AMI_DECODER = "c" if ACCELERATED else "python"
 

@@ -23,15 +23,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from collector.ami_framing import BANNER_KEY
-from collector.calls import CallChange, CallStatus, CallView, Leg
+from collector.ami.framing import BANNER_KEY, RX_TIME_KEY
+from collector.tracking.calls import CallChange, CallStatus, CallView, Leg
 
 __all__ = ["CallTracker", "TrackerStats", "RX_TIME_KEY", "TRACKER_KEYS"]
 
 log = logging.getLogger(__name__)
 
-#: Header the AMI session adds with the local receive time to messages without ``Timestamp``.
-RX_TIME_KEY = "_RxTime"
 _UP = 6
 _TOMBSTONE_SECONDS = 300.0
 _TOMBSTONE_MAX = 200_000
@@ -143,7 +141,7 @@ _VIEW_FIELDS = ("server_id", "linkedid", "uniqueid", "channel", "dst_channel", "
                 "start_time", "answer_time", "legs")
 if CallView._fields != _VIEW_FIELDS or Leg._fields != (
         "uniqueid", "channel", "state", "is_local", "created"):
-    raise ImportError("collector.calls changed CallView/Leg fields: update CallTracker._view and _leg")
+    raise ImportError("collector.tracking.calls changed CallView/Leg fields: update CallTracker._view and _leg")
 _PLAIN = _Fields("")
 _DEST = _Fields("Dest")
 _LOCAL_ONE = _Fields("LocalOne")

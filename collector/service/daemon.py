@@ -20,20 +20,20 @@ from aiohttp import web
 
 from api.app import ApiDeps, create_app
 from api.changes import ChangeHub
-from api.ops import add_ops_routes
+from collector.service.ops import add_ops_routes
 from api.settings import ApiSettings
 from collector import __version__
-from collector.ami_framing import ACCELERATED, AmiMessage
-from collector.ami_session import AmiSession
-from collector.config import ConfigError, Settings, load_settings
-from collector.durable import DurableTable
-from collector.enrich import Enricher
-from collector.live_table import LiveTable
-from collector.logsetup import add_secrets, set_level
-from collector.refdata import load_refdata, open_db
-from collector.refindex import RefIndex
-from collector.sdnotify import Notifier
-from collector.tracker import CallTracker
+from collector.ami.framing import ACCELERATED, AmiMessage
+from collector.ami.session import AmiSession
+from collector.service.config import ConfigError, Settings, load_settings
+from collector.live.durable import DurableTable
+from collector.live.enrich import Enricher
+from collector.live.table import LiveTable
+from collector.service.logsetup import add_secrets, set_level
+from collector.refdata.store import load_refdata, open_db
+from collector.refdata.index import RefIndex
+from collector.service.sdnotify import Notifier
+from collector.tracking.tracker import CallTracker
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -160,7 +160,7 @@ class Daemon:
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.api.port
         log.info("api listening address=%s port=%d version=%s ami_decoder=%s", s.api.listen, self.port, __version__,
-                 "c" if ACCELERATED else "python (collector._ami_fast not built: see README, Install)")
+                 "c" if ACCELERATED else "python (collector.ami._fast not built: see README, Install)")
         for session in self.sessions:
             await session.start()
         self._tasks.append(asyncio.create_task(self.durable.run(s.collector.flush_interval), name="durable"))

@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from collector.calls import CallKey, CallStatus, CallView, Leg
-from collector.live_table import LiveCall, LiveTable
-from collector.refmodel import NO_ENRICHMENT
+from collector.tracking.calls import CallKey, CallStatus, CallView, Leg
+from collector.live.table import LiveCall, LiveTable
+from collector.refdata.model import NO_ENRICHMENT
 
 __all__ = ["DurableTable", "ACTIVECALLS_COLUMNS"]
 

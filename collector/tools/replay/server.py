@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector import ami_framing
-from collector.traces import read_trace
+from collector.ami import framing as ami_framing
+from collector.tools.traces import read_trace
 
 __all__ = [
     "ChannelRecord", "ChannelTable", "DEFAULT_BANNER", "EventMask", "PassRewriter", "ReplayEvent", "ReplayServer",

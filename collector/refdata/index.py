@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.refmodel import (
+from collector.refdata.model import (
     DestinationGroup, Device, Did, Direction, Provider, RefData, Server, User,
 )
 

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from collector.calls import CallChange, CallKey, CallView
-from collector.refmodel import NO_ENRICHMENT, Enrichment
+from collector.tracking.calls import CallChange, CallKey, CallView
+from collector.refdata.model import NO_ENRICHMENT, Enrichment
 
 __all__ = ["LiveCall", "LiveTable", "Enrich"]
 
@@ -22,7 +22,7 @@ Enrich = Callable[[CallView], Enrichment]
 Listener = Callable[[str, "LiveCall"], None]
 
 
-class LiveCall(NamedTuple):  # a NamedTuple for speed, like CallView (see collector/calls.py)
+class LiveCall(NamedTuple):  # a NamedTuple for speed, like CallView (see collector/tracking/calls.py)
     id: int  # MOR's activecalls.id: assigned once, stable for the call's life
     call: CallView
     info: Enrichment

@@ -18,25 +18,27 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ACCELERATED", "AmiFramer", "AmiMessage", "BANNER_KEY", "block_decoder", "MAX_MESSAGE_BYTES",
-           "iter_messages"]
+           "RX_TIME_KEY", "iter_messages"]
 
 log = logging.getLogger(__name__)
 
 AmiMessage = dict[str, str]
 #: Key of the pseudo-message the framer emits for an ``Asterisk Call Manager/x.y`` banner line.
 BANNER_KEY = "_Banner"
+#: Header the protocol adds with the local receive time to messages without ``Timestamp``.
+RX_TIME_KEY = "_RxTime"
 #: Largest message kept; larger ones (a 1 MiB header line, garbage with no blank line) are discarded.
 MAX_MESSAGE_BYTES = 256 * 1024
 
 _BANNER_PREFIX = b"Asterisk Call Manager/"
 
-# the optional C decoder (collector/_ami_fast.c); COLLECTOR_NO_EXTENSIONS=1 forces the pure-Python path
+# the optional C decoder (collector/ami/_fast.c); COLLECTOR_NO_EXTENSIONS=1 forces the pure-Python path
 _fast: Any = None
 if not os.environ.get("COLLECTOR_NO_EXTENSIONS"):
     try:
-        from collector import _ami_fast as _fast
+        from collector.ami import _fast
     except ImportError:  # not built (no compiler at install time): the Python path is exact, only slower
-        log.debug("collector._ami_fast not built; framing in pure Python")
+        log.debug("collector.ami._fast not built; framing in pure Python")
 #: True when the C decoder is in use.
 ACCELERATED = _fast is not None
 

@@ -16,12 +16,12 @@ from importlib import resources
 from pathlib import Path
 
 from collector import __version__
-from collector.config import ConfigError, load_settings
-from collector.logsetup import setup_logging
+from collector.service.config import ConfigError, load_settings
+from collector.service.logsetup import setup_logging
 
 __all__ = ["main", "build_parser"]
 
-log = logging.getLogger("collector.cli")
+log = logging.getLogger("collector.service.cli")
 
 DEMO_TRACE = "demo.ami.gz"
 
@@ -94,13 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--step", type=float, default=0.5, help="seconds of trace time per line (default: 0.5)")
     t.add_argument("--server-id", type=int, default=1, help="server_id to tag calls with (default: 1)")
 
-    from collector.dbcli import register as register_db
+    from collector.service.dbcli import register as register_db
     register_db(sub)
     return p
 
 
 async def _run(config: Path) -> int:
-    from collector.daemon import run_daemon
+    from collector.service.daemon import run_daemon
 
     settings = load_settings(config)
     setup_logging(settings.collector.log_level)
@@ -112,10 +112,10 @@ def demo_hash(username: str, secret: str) -> str:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from collector.daemon import run_daemon
-    from collector.config import parse_settings
-    from collector.refdata import load_demo
-    from collector.replay import ReplayServer
+    from collector.service.daemon import run_daemon
+    from collector.service.config import parse_settings
+    from collector.refdata.store import load_demo
+    from collector.tools.replay import ReplayServer
 
     setup_logging("INFO")
     workdir: Path = args.dir
@@ -172,7 +172,7 @@ def _print_demo_help(daemon: object, port: int) -> None:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from collector.replay import serve
+    from collector.tools.replay import serve
 
     setup_logging("INFO")
     host, port = args.listen
@@ -182,7 +182,7 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace) -> int:
-    from collector.record import record
+    from collector.tools.record import record
 
     setup_logging("INFO")
     stop = asyncio.Event()
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "record":
             return asyncio.run(_record(args))
         if args.command == "timeline":
-            from collector.timeline import write_timeline
+            from collector.tools.timeline import write_timeline
 
             write_timeline(args.files, sys.stdout, step=args.step, server_id=args.server_id)
             return 0

@@ -1,5 +1,5 @@
 """Reference data in SQLite (MOR's table and column names): schema, migrations, validated import, export
-and the read-only load into the frozen records of ``collector.refmodel``.
+and the read-only load into the frozen records of ``collector.refdata.model``.
 
 Why a validating importer: enrichment trusts the indexes it builds (one device per channel peer, one
 destination per prefix, every reference resolvable), so bad data is refused at the door, whole files at
@@ -27,8 +27,8 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from sqlite_utils import Database
 
-from collector.refindex import tech_class
-from collector.refmodel import (
+from collector.refdata.index import tech_class
+from collector.refdata.model import (
     Destination, DestinationGroup, Device, Did, Direction, Location, LocationRule, Provider, RefData,
     Server, User,
 )
