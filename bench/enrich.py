@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from collector.tracking.calls import CallView  # noqa: E402
 from collector.live.enrich import Enricher  # noqa: E402
-from collector.refdata.store import demo_data, import_data, load_refdata  # noqa: E402
+from collector.refdata.importer import demo_data, import_data  # noqa: E402
+from collector.refdata.store import load_refdata  # noqa: E402
 from collector.refdata.index import RefIndex  # noqa: E402
 from collector.tools.timeline import iter_trace_messages  # noqa: E402
 from collector.tracking.tracker import CallTracker  # noqa: E402

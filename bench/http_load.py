@@ -91,7 +91,7 @@ def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> 
 def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> None:  # type: ignore[name-defined]
     from collector.service.config import parse_settings
     from collector.service.daemon import Daemon
-    from collector.refdata.store import load_demo
+    from collector.refdata.importer import load_demo
 
     logging.basicConfig(level=logging.WARNING, format="daemon %(levelname)s %(name)s %(message)s")
     db = Path(db_dir) / "collector.db"

@@ -14,7 +14,7 @@ from lxml import etree
 from collector.tracking.calls import CallView
 from collector.service.config import Settings, parse_settings
 from collector.service.daemon import Daemon
-from collector.refdata.store import load_demo
+from collector.refdata.importer import load_demo
 from collector.tools.timeline import iter_trace_messages
 from collector.tracking.tracker import CallTracker
 

@@ -19,7 +19,8 @@ from api.deps import ApiDeps
 from collector.tracking.calls import CallChange
 from collector.live.enrich import Enricher
 from collector.live.table import LiveCall, LiveTable
-from collector.refdata.store import load_demo, load_refdata
+from collector.refdata.importer import load_demo
+from collector.refdata.store import load_refdata
 from collector.refdata.index import RefIndex
 from collector.tools.timeline import iter_trace_messages, timeline
 from tests.helpers import trace_paths

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from collector.tracking.calls import CallStatus, CallView, Leg
 from collector.live.enrich import DestinationIndex, Enricher, Localizer
 from collector.live.table import LiveTable
-from collector.refdata.store import load_demo, load_refdata
+from collector.refdata.importer import load_demo
+from collector.refdata.store import load_refdata
 from collector.refdata.index import RefIndex
 from collector.refdata.model import (
     NO_ENRICHMENT, Destination, Device, Did, Direction, Enrichment, LocationRule, Provider, RefData, User,

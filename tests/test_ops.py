@@ -46,7 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.ami.framing import ACCELERATED
 from collector.tracking.calls import CallView
 from collector.service.logsetup import MASK, RedactingFormatter, add_secrets, redact, setup_logging
-from collector.refdata.store import demo_data, load_demo
+from collector.refdata.importer import demo_data, load_demo
 from collector.service.sdnotify import Notifier
 from collector.tools.timeline import iter_trace_messages
 from collector.tracking.tracker import CallTracker

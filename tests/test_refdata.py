@@ -15,9 +15,9 @@ import pytest
 from sqlite_utils import Database
 
 from collector.service import dbcli
+from collector.refdata.importer import ImportValidationError, demo_data, import_data, import_file, load_demo
 from collector.refdata.store import (
-    ACTIVECALLS_COLUMNS, MIGRATIONS, REF_TABLES, SCHEMA_VERSION, ImportValidationError, RefDataError,
-    RefSource, SqliteRefSource, demo_data, export_db, import_data, import_file, init_db, load_demo,
+    MIGRATIONS, REF_TABLES, SCHEMA_VERSION, RefDataError, RefSource, SqliteRefSource, export_db, init_db,
     load_refdata, migrate, open_db, schema_version,
 )
 from collector.refdata.model import RefData, User
@@ -49,7 +49,7 @@ def test_open_db_creates_dir_wal_and_latest_schema(db_path: Path) -> None:
         assert db_path.parent.is_dir()
         assert db.journal_mode == "wal"
         assert schema_version(db) == SCHEMA_VERSION == len(MIGRATIONS)
-        assert set(REF_TABLES) | {"activecalls", "schema_version"} <= set(db.table_names())
+        assert set(db.table_names()) == set(REF_TABLES) | {"schema_version"}  # activecalls: live.durable
         assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == \
             list(range(1, SCHEMA_VERSION + 1))
     finally:
@@ -67,23 +67,6 @@ def test_schema_columns_match_the_records(db_path: Path) -> None:
                 assert cols[f.name].type == ("INTEGER" if f.type == "int" else "TEXT"), (table, f.name)
                 assert cols[f.name].notnull, (table, f.name)
             assert db.table(table).pks == ["id"]
-    finally:
-        db.close()
-
-
-def test_activecalls_table_has_mors_columns_and_is_empty(db_path: Path) -> None:
-    db = open_db(db_path)
-    try:
-        cols = {c.name: c.type for c in db.table("activecalls").columns}
-        assert list(cols) == ["id", "server_id", "uniqueid", "linkedid", "channel", "dstchannel", "src",
-                              "dst", "status", "start_time", "answer_time", "src_device_id",
-                              "dst_device_id", "provider_id", "did_id", "user_id", "owner_id",
-                              "localized_dst", "prefix", "legs_json"]
-        assert list(cols) == list(ACTIVECALLS_COLUMNS)
-        assert cols["legs_json"] == "TEXT"
-        assert db.table("activecalls").count == 0
-        unique = [i for i in db.table("activecalls").indexes if i.unique]
-        assert [i.columns for i in unique] == [["server_id", "linkedid"]]
     finally:
         db.close()
 
@@ -113,7 +96,6 @@ def test_old_database_is_migrated_at_start_keeping_rows(db_path: Path) -> None:
     db = open_db(db_path)
     try:
         assert schema_version(db) == SCHEMA_VERSION
-        assert "activecalls" in db.table_names()
         assert db.table("users").count == 1
     finally:
         db.close()

@@ -20,20 +20,37 @@ from collector.tracking.calls import CallKey, CallStatus, CallView, Leg
 from collector.live.table import LiveCall, LiveTable
 from collector.refdata.model import NO_ENRICHMENT
 
-__all__ = ["DurableTable", "ACTIVECALLS_COLUMNS"]
+__all__ = ["ACTIVECALLS_COLUMNS", "DurableTable", "create_table"]
 
 log = logging.getLogger(__name__)
 
-ACTIVECALLS_COLUMNS = (
-    "id", "server_id", "uniqueid", "linkedid", "channel", "dstchannel", "src", "dst", "status",
-    "start_time", "answer_time", "src_device_id", "dst_device_id", "provider_id", "did_id", "user_id",
-    "owner_id", "localized_dst", "prefix", "legs_json",
-)
-_CREATE = """CREATE TABLE IF NOT EXISTS activecalls (
-    id INTEGER PRIMARY KEY, server_id INTEGER, uniqueid TEXT, linkedid TEXT, channel TEXT,
-    dstchannel TEXT, src TEXT, dst TEXT, status TEXT, start_time REAL, answer_time REAL,
-    src_device_id INTEGER, dst_device_id INTEGER, provider_id INTEGER, did_id INTEGER, user_id INTEGER,
-    owner_id INTEGER, localized_dst TEXT, prefix TEXT, legs_json TEXT)"""
+#: MOR's columns and their SQLite types; ``legs_json`` holds the source name and the call's legs.
+_COLUMN_TYPES: dict[str, str] = {
+    "id": "INTEGER PRIMARY KEY", "server_id": "INTEGER NOT NULL", "uniqueid": "TEXT NOT NULL",
+    "linkedid": "TEXT NOT NULL", "channel": "TEXT", "dstchannel": "TEXT", "src": "TEXT", "dst": "TEXT",
+    "status": "TEXT", "start_time": "REAL", "answer_time": "REAL", "src_device_id": "INTEGER",
+    "dst_device_id": "INTEGER", "provider_id": "INTEGER", "did_id": "INTEGER", "user_id": "INTEGER",
+    "owner_id": "INTEGER", "localized_dst": "TEXT", "prefix": "TEXT", "legs_json": "TEXT",
+}
+ACTIVECALLS_COLUMNS: tuple[str, ...] = tuple(_COLUMN_TYPES)
+
+#: The only DDL of ``activecalls``. Laid out to the letter as the reference schema's migration 3 wrote it
+#: (sqlite-utils' layout; SQLite stores the text minus ``IF NOT EXISTS``), so a database created either
+#: way has the same ``sqlite_master``; on one that has it already both are no-ops.
+_CREATE_TABLE = ('CREATE TABLE IF NOT EXISTS "activecalls" (\n'
+                 + ",\n".join(f'   "{name}" {kind}' for name, kind in _COLUMN_TYPES.items()) + "\n)")
+_CREATE_INDEX = ('CREATE UNIQUE INDEX IF NOT EXISTS "idx_activecalls_server_id_linkedid"\n'
+                 '    ON "activecalls" ("server_id", "linkedid")')
+
+
+def create_table(conn: sqlite3.Connection) -> None:
+    """Create ``activecalls`` and its key index unless there. A file written by an early durable table
+    (no index) whose rows break the key keeps working without the index rather than refusing to start."""
+    conn.execute(_CREATE_TABLE)
+    try:
+        conn.execute(_CREATE_INDEX)
+    except sqlite3.IntegrityError as exc:
+        log.warning("activecalls key index not created error=%s", exc)
 
 
 #: The columns a flush rewrites in place (``UPDATE … WHERE id``): all but the key, so SQLite leaves the
@@ -80,7 +97,7 @@ class DurableTable:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_CREATE)
+        create_table(self._conn)
         self.flushes = 0
         self.rows_written = 0
 

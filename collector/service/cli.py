@@ -114,7 +114,7 @@ def demo_hash(username: str, secret: str) -> str:
 async def _demo(args: argparse.Namespace) -> int:
     from collector.service.daemon import run_daemon
     from collector.service.config import parse_settings
-    from collector.refdata.store import load_demo
+    from collector.refdata.importer import load_demo
     from collector.tools.replay import ReplayServer
 
     setup_logging("INFO")

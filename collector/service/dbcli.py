@@ -16,9 +16,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from collector.refdata.store import (
-    DEFAULT_DB_PATH, REF_TABLES, SCHEMA_VERSION, RefDataError, export_db, import_file, init_db, load_demo,
-)
+from collector.refdata.importer import import_file, load_demo
+from collector.refdata.store import DEFAULT_DB_PATH, REF_TABLES, SCHEMA_VERSION, RefDataError, export_db, init_db
 
 __all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_init", "main", "register"]
 
