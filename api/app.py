@@ -13,16 +13,17 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from api.active_calls import active_calls_get
 from api.background import background
-from api.active_calls import active_calls_get, xml_response
-from api.deps import DEPS_KEY, RENDERER_KEY, ApiDeps
+from api.deps import DEPS_KEY, FIELDS_KEY, RENDERER_KEY, ApiDeps
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
-from api.jsonout import error_json, json_response, wants_json
+from api.responses import error_response
+from api.rows import RowFields
 from api.settings import ApiSettings
 from api.stream import StreamSettings, add_stream_routes
 from api.totals import active_calls_totals
 from api.ui import add_ui_routes
-from api.xml import RowRenderer, render_error
+from api.xml import RowRenderer
 
 __all__ = ["ApiDeps", "ApiSettings", "DEPS_KEY", "StreamSettings", "TOTALS_PATHS", "create_app",
            "mor_error_middleware"]
@@ -39,21 +40,14 @@ async def mor_error_middleware(request: web.Request, handler: Handler) -> web.St
     try:
         return await handler(request)
     except MorError as err:
-        return _error_response(request, err)
+        return error_response(request, err)
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own client_max_size, on routes added by others
-        return _error_response(request, MorError(TOO_LARGE, Envelope.STATUS, 413))
+        return error_response(request, MorError(TOO_LARGE, Envelope.STATUS, 413))
     except web.HTTPException:
         raise  # deliberate HTTP answers (404 for unknown paths, redirects …)
     except Exception:
         log.exception("api unexpected error method=%s path=%s", request.method, request.path)
-        return _error_response(request, MorError(INTERNAL_ERROR, Envelope.STATUS, 500))
-
-
-def _error_response(request: web.Request, err: MorError) -> web.Response:
-    """The error in the format the query string asked for (XML unless ``format=json``)."""
-    if wants_json(request):
-        return json_response(error_json(err), err.http_status, err.headers)
-    return xml_response(render_error(err), err.http_status, err.headers)
+        return error_response(request, MorError(INTERNAL_ERROR, Envelope.STATUS, 500))
 
 
 _PRERENDER_BATCH = 200  # rows per slice (~8 ms of lxml work) before yielding to the loop
@@ -90,7 +84,8 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     app = web.Application(middlewares=[mor_error_middleware, *middlewares],
                           client_max_size=settings.max_body)
     app[DEPS_KEY] = deps
-    app[RENDERER_KEY] = RowRenderer(settings.zone())
+    fields = app[FIELDS_KEY] = RowFields(settings.zone())
+    app[RENDERER_KEY] = RowRenderer(fields)
     for path in settings.paths:
         app.router.add_route("*", path, active_calls_get)
     for path in TOTALS_PATHS:

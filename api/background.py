@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
 __all__ = ["background"]
 
 
-def background(job: Callable[[web.Application], Awaitable[None]], name: str
+def background(job: Callable[[web.Application], Coroutine[Any, Any, None]], name: str
                ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context running ``job(app)`` from start-up to shutdown, then cancelling it."""
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from api.scope import PARTY_IDS
 from collector.live.table import LiveCall
 
 __all__ = ["Change", "ChangeHub", "Inbox", "SubscribableTable"]
@@ -84,12 +85,10 @@ class Inbox:
 
 
 def _interest(row: LiveCall, prev: LiveCall | None) -> set[int | None]:
-    """User ids a change concerns: exactly the ids the reseller/user visibility rule looks at."""
-    i = row.info
-    keys = {i.user_id, i.owner_id, i.dst_user_id, i.dst_owner_id}
-    if prev is not None and prev.info is not i:
-        p = prev.info
-        keys.update((p.user_id, p.owner_id, p.dst_user_id, p.dst_owner_id))
+    """User ids a change concerns: exactly the ids the visibility rule looks at (``PARTY_IDS``)."""
+    keys = set(PARTY_IDS(row.info))
+    if prev is not None and prev.info is not row.info:
+        keys.update(PARTY_IDS(prev.info))
     return keys
 
 

@@ -13,11 +13,12 @@ from aiohttp import web
 
 from api.changes import ChangeHub
 from api.settings import ApiSettings
+from api.rows import RowFields
 from api.xml import RowRenderer
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 
-__all__ = ["ApiDeps", "DEPS_KEY", "RENDERER_KEY"]
+__all__ = ["ApiDeps", "DEPS_KEY", "FIELDS_KEY", "RENDERER_KEY"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,3 +36,4 @@ class ApiDeps:
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)
 RENDERER_KEY = web.AppKey("api_row_renderer", RowRenderer)
+FIELDS_KEY = web.AppKey("api_row_fields", RowFields)  # the renderer's own, for the JSON outputs

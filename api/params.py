@@ -15,7 +15,7 @@ import email.message
 import email.utils
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -27,7 +27,7 @@ from api.settings import ApiSettings
 
 __all__ = [
     "ActiveCallsQuery", "FILTER_NAMES", "INVALID", "PARAM_NAMES", "build_query", "parse_body",
-    "parse_json", "parse_multipart", "parse_urlencoded", "query_pairs", "read_body", "read_query",
+    "parse_json", "parse_multipart", "parse_urlencoded", "pick", "query_pairs", "read_body", "read_query",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,20 @@ class ActiveCallsQuery:
     s_country: str | None = None
 
 
-def build_query(pairs: Iterable[Pair], *, max_param_len: int) -> ActiveCallsQuery:
-    """Apply the selection rules (ignore unknown/empty, first wins, oversize → INVALID)."""
+def pick(pairs: Iterable[Pair], names: Collection[str], *, max_param_len: int) -> dict[str, str]:
+    """The selection rules, for any set of names: ignore other names and empty values, the first
+    occurrence wins, oversize → INVALID."""
     values: dict[str, str] = {}
     for name, value in pairs:
-        if value == "" or name not in _PARAM_SET or name in values:
+        if value == "" or name not in names or name in values:
             continue
         values[name] = INVALID if len(value) > max_param_len else value
-    return ActiveCallsQuery(**values)
+    return values
+
+
+def build_query(pairs: Iterable[Pair], *, max_param_len: int) -> ActiveCallsQuery:
+    """MOR's parameters out of ``pairs`` (``pick``'s rules)."""
+    return ActiveCallsQuery(**pick(pairs, _PARAM_SET, max_param_len=max_param_len))
 
 
 def _unquote(raw: bytes) -> str:
@@ -203,9 +209,13 @@ def query_pairs(request: web.Request, limit: int) -> list[Pair]:
     return parse_urlencoded(raw, limit)
 
 
-async def read_query(request: web.Request, settings: ApiSettings) -> ActiveCallsQuery:
-    """Everything the client sent, as one query. Raises ``MorError`` for a refused body only."""
+async def read_query(request: web.Request, settings: ApiSettings, extras: Collection[str] = ()
+                     ) -> tuple[ActiveCallsQuery, dict[str, str]]:
+    """Everything the client sent, as one query, plus the ``extras`` (parameters beyond MOR's, such as
+    ``group_by``) picked from the same pairs by the same rules, so the body is read once.
+    Raises ``MorError`` for a refused body only."""
     pairs = query_pairs(request, settings.max_params)
     body = await read_body(request, settings)
     pairs += parse_body(request.headers.get("Content-Type", ""), body, settings.max_params - len(pairs))
-    return build_query(pairs, max_param_len=settings.max_param_len)
+    found = pick(pairs, extras, max_param_len=settings.max_param_len) if extras else {}
+    return build_query(pairs, max_param_len=settings.max_param_len), found

@@ -8,15 +8,23 @@ devices, providers and DIDs a filter may name, so a filter cannot probe what the
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 from api.auth import Principal, Role
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from collector.refdata.model import Device, Did, Provider, User
 
-__all__ = ["RowPredicate", "Scope"]
+__all__ = ["PARTY_IDS", "RowPredicate", "Scope"]
 
 RowPredicate = Callable[[LiveCall], bool]
+
+#: A row's (``CallInfo``'s) user ids that can make it visible to a scoped caller: caller, caller's owner,
+#: callee, callee's owner. A reseller sees the row when his id is any of them, a user when it is the
+#: caller or the callee (``_OWN_IDS``); the change hub routes a change by these same ids.
+PartyIds = Callable[[object], tuple[int | None, ...]]
+PARTY_IDS: PartyIds = attrgetter("user_id", "owner_id", "dst_user_id", "dst_owner_id")
+_OWN_IDS: PartyIds = attrgetter("user_id", "dst_user_id")
 
 
 class Scope:
@@ -34,16 +42,11 @@ class Scope:
         me = self._me
         if self.principal.sees_everything:
             return None
-        if self.principal.role is Role.RESELLER:
-            def reseller_sees(row: LiveCall) -> bool:
-                i = row.info
-                return me in (i.user_id, i.owner_id, i.dst_user_id, i.dst_owner_id)
-            return reseller_sees
+        ids = PARTY_IDS if self.principal.role is Role.RESELLER else _OWN_IDS
 
-        def user_sees(row: LiveCall) -> bool:
-            i = row.info
-            return i.user_id == me or i.dst_user_id == me
-        return user_sees
+        def sees(row: LiveCall) -> bool:
+            return me in ids(row.info)
+        return sees
 
     def user_visible(self, user: User) -> bool:
         if self.principal.sees_everything:

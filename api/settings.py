@@ -1,7 +1,8 @@
 """API settings: MOR's per-owner switches (here one set for the whole service) plus our input caps.
 
 Validated on construction, so a bad time zone or a nonsensical cap fails at start-up or reload, not on
-the first request.
+the first request. The daemon builds it from the ``[api]`` config section, one key per field, with the
+defaults written here only.
 """
 
 from __future__ import annotations

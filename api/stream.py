@@ -1,6 +1,6 @@
 """``active_calls_stream``: the caller's filtered live table as Server-Sent Events.
 
-Authenticated and filtered exactly like ``active_calls_get`` (``authorize``), except that GET is always
+Authenticated and filtered exactly like ``active_calls_get`` (``api.selection``), except that GET is always
 allowed (``EventSource`` can only GET). First a ``snapshot`` event (the filtered list, ``id:`` = the
 hub's head), then ``call_added`` / ``call_updated`` / ``call_removed`` as they happen, each with its
 change's sequence number as ``id:``. ``Last-Event-ID`` within the hub's history resumes with exactly
@@ -27,14 +27,14 @@ from operator import attrgetter
 from aiohttp import web
 
 from api.background import background
-from api.active_calls import Selection, authorize, select_rows
 from api.changes import Change, ChangeHub, Inbox
-from api.deps import DEPS_KEY, RENDERER_KEY
-from api.errors import METHOD_NOT_ALLOWED, Envelope, MorError
+from api.deps import DEPS_KEY, FIELDS_KEY
+from api.errors import Envelope, MorError
 from api.filters import parse_id
-from api.jsonout import dumps, row_object
+from api.jsonout import dumps, row_object, rows_json
+from api.rows import RowFields
 from api.scope import RowPredicate
-from api.xml import RowRenderer
+from api.selection import Selection, authorize, check_method, select_rows
 from collector.live.table import LiveCall
 
 __all__ = ["STREAM_PATHS", "STREAM_UNAVAILABLE", "StreamSettings", "active_calls_stream", "add_stream_routes"]
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 STREAM_PATHS: tuple[str, ...] = ("/billing/api/active_calls_stream", "/api/active_calls_stream")
 STREAM_UNAVAILABLE = "Stream not available"
-_ALLOWED = "GET, POST"
+_METHODS = ("GET", "POST")
 _EVENT = {"added": b"call_added", "updated": b"call_updated", "removed": b"call_removed"}
 _TOO_SLOW = b"event: error\ndata: too slow\n\n"
 _BY_ID = attrgetter("id")
@@ -67,7 +67,7 @@ class StreamSettings:
 class _Client:
     """One connected stream: a cursor into the hub's history and the socket it writes to."""
 
-    __slots__ = ("user", "predicates", "resp", "request", "cursor", "kicked", "task", "inbox", "_renderer",
+    __slots__ = ("user", "predicates", "resp", "request", "cursor", "kicked", "task", "inbox", "_fields",
                  "_clock")
 
     def __init__(self, request: web.Request, resp: web.StreamResponse, sel: Selection, cursor: int,
@@ -80,7 +80,7 @@ class _Client:
         self.cursor = cursor
         self.kicked: str | None = None
         self.task: asyncio.Task[str] | None = None
-        self._renderer: RowRenderer = request.app[RENDERER_KEY]
+        self._fields: RowFields = request.app[FIELDS_KEY]
         self._clock = request.app[DEPS_KEY].clock
 
     def kick(self, reason: str) -> None:
@@ -145,7 +145,7 @@ class _Client:
         frame = ch.frame
         if frame is None:
             head = b"id: %d\nevent: %s\ndata: " % (ch.seq, _EVENT[ch.kind])
-            data = dumps(row_object(self._renderer, ch.row, self._clock()))
+            data = dumps(row_object(self._fields, ch.row, self._clock()))
             frame = ch.frame = head + data + b"\n\n"
             ch.data_at = len(head)
         return frame
@@ -210,8 +210,7 @@ def _last_event_id(request: web.Request) -> int | None:
 
 
 async def active_calls_stream(request: web.Request) -> web.StreamResponse:
-    if request.method not in ("GET", "POST"):
-        raise MorError(METHOD_NOT_ALLOWED, Envelope.STATUS, 405, {"Allow": _ALLOWED})
+    check_method(request, _METHODS)  # no HEAD: a stream has no end to measure
     deps = request.app[DEPS_KEY]
     state = request.app[STREAM_KEY]
     sel = await authorize(request, is_get=False)  # GET always allowed here: EventSource only GETs
@@ -244,8 +243,7 @@ async def active_calls_stream(request: web.Request) -> web.StreamResponse:
     else:
         rows = select_rows(deps.rows(), sel.predicates)
         rows.sort(key=_BY_ID)
-        renderer, now = request.app[RENDERER_KEY], deps.clock()
-        snapshot = dumps({"active_calls": [row_object(renderer, r, now) for r in rows]})
+        snapshot = rows_json(request.app[FIELDS_KEY], rows, deps.clock())
         first = retry + _frame(cursor, b"snapshot", snapshot)
     if inbox is not None and scoped is not None:
         hub.attach(scoped, inbox)

@@ -1,7 +1,7 @@
 """``active_calls_totals``: how many calls the caller sees (total, answered), overall and per group.
 
 Counted from the live rows on every request with the very selection ``active_calls_get`` uses
-(``authorize`` + ``select_rows``), never from a running +1/−1 counter: a counter drifts the first time an
+(``api.selection``), never from a running +1/−1 counter: a counter drifts the first time an
 event is lost or a resync corrects the table, the rows cannot.
 """
 
@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from lxml import etree
 
-from api.active_calls import authorize, check_method, select_rows, xml_response
 from api.deps import DEPS_KEY
 from api.errors import MorError
-from api.jsonout import dumps, json_response, wants_json
-from api.xml import XML_DECLARATION, clean_text
+from api.jsonout import dumps
+from api.responses import json_response, wants_json, xml_response
+from api.rows import clean_text
+from api.selection import authorize, check_method, select_rows
+from api.xml import XML_DECLARATION
 from collector.tracking.calls import CallStatus
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex

@@ -8,7 +8,8 @@ from typing import Any
 
 from lxml import etree
 
-from api.xml import CALL_FIELDS, DST_FIELDS, RowRenderer, render_status
+from api.rows import CALL_FIELDS, DST_FIELDS, RowFields
+from api.xml import RowRenderer, render_status
 from api.errors import Envelope
 from collector.tracking.calls import CallStatus
 from collector.live.table import LiveCall
@@ -213,16 +214,16 @@ def test_render_status_shapes() -> None:
 
 def test_unrenderable_times_become_empty_elements() -> None:
     row = ROWS[2]._replace(call=ROWS[2].call._replace(answer_time=1e300))
-    root = parse(RowRenderer(None).render_calls([row], NOW))
+    root = parse(RowRenderer(RowFields(None)).render_calls([row], NOW))
     assert row_dict(root[0])["answer_time"] is None
     assert row_dict(root[0])["duration"] == "0"
     nan = ROWS[2]._replace(call=ROWS[2].call._replace(answer_time=float("nan")))
-    root = parse(RowRenderer(None).render_calls([nan], NOW))
+    root = parse(RowRenderer(RowFields(None)).render_calls([nan], NOW))
     assert row_dict(root[0])["answer_time"] is None and row_dict(root[0])["duration"] is None
 
 
 def test_cache_is_pruned_when_rows_leave() -> None:
-    renderer = RowRenderer(None)
+    renderer = RowRenderer(RowFields(None))
     many = [ROWS[0]._replace(id=i) for i in range(1, 3000)]
     renderer.render_calls(many, NOW)
     renderer.prune(many[:10], 10)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from api.settings import ApiSettings
 from collector.service.cli import main
 from collector.service.config import ConfigError, Secret, load_settings, parse_settings
 
@@ -26,7 +27,8 @@ def test_good_config_and_defaults(tmp_path: Path) -> None:
     cfg = tmp_path / "c.ini"
     cfg.write_text(GOOD)
     s = load_settings(cfg)
-    assert s.api.port == 8081 and s.api.listen == "127.0.0.1" and not s.api.allow_get
+    assert s.http.port == 8081 and s.http.listen == "127.0.0.1" and not s.api.allow_get
+    assert s.api == ApiSettings()  # every API default comes from ApiSettings itself
     assert s.database == tmp_path / "db/c.db"
     [srv] = s.servers
     assert (srv.host, srv.port, srv.server_id, srv.events, srv.enabled) == ("10.0.0.1", 5038, 3, "call,system", True)
@@ -72,3 +74,67 @@ def test_cli_exit_status_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_secret_repr_is_masked() -> None:
     assert repr(Secret("abc")) == "Secret('********')" and Secret("abc") == "abc"
+
+
+def _api(lines: str) -> ApiSettings:
+    return parse_settings(GOOD.replace("[api]\n", "[api]\n" + lines), source="c.ini").api
+
+
+@pytest.mark.parametrize(("line", "field", "value"), [
+    ("max_param_len = 64", "max_param_len", 64),
+    ("max_params = 20", "max_params", 20),
+    ("max_body = 1048576", "max_body", 1048576),
+    ("body_timeout = 2.5", "body_timeout", 2.5),
+    ("hide_older_than_hours = 24", "hide_older_than_hours", 24.0),
+    ("hide_older_than_hours = off", "hide_older_than_hours", None),
+    ("hide_older_than_hours =", "hide_older_than_hours", None),
+    ("prerender_interval = 2", "prerender_interval", 2.0),
+    ("prerender_interval = off", "prerender_interval", None),
+    ("prerender_interval =", "prerender_interval", 0.5),
+    ("paths = /mor/api/active_calls_get", "paths", ("/mor/api/active_calls_get",)),
+    ("paths = /a/active_calls_get, /b/active_calls_get", "paths", ("/a/active_calls_get", "/b/active_calls_get")),
+    ("enabled = no", "enabled", False),
+    ("disable_hash_check = yes", "disable_hash_check", True),
+    ("accept_secret_only_hash = yes", "accept_secret_only_hash", True),
+    ("timezone = Europe/Vilnius", "timezone", "Europe/Vilnius"),
+])
+def test_api_key_is_read(line: str, field: str, value: object) -> None:
+    api = _api(line + "\n")
+    assert getattr(api, field) == value
+    others = {f: getattr(api, f) for f in ApiSettings.__dataclass_fields__ if f != field}
+    assert others == {f: getattr(ApiSettings(), f) for f in others}  # nothing else moved
+
+
+@pytest.mark.parametrize(("line", "where"), [
+    ("max_param_len = 0", "[api] max_param_len: 0 out of range"),
+    ("max_param_len = long", "[api] max_param_len: not an integer"),
+    ("max_params = -5", "[api] max_params: -5 out of range"),
+    ("max_body = 64k", "[api] max_body: not an integer"),
+    ("max_body = 0", "[api] max_body: 0 out of range"),
+    ("body_timeout = 0", "[api] body_timeout: 0.0 out of range"),
+    ("body_timeout = soon", "[api] body_timeout: not a number"),
+    ("hide_older_than_hours = -1", "[api] hide_older_than_hours: -1.0 out of range"),
+    ("hide_older_than_hours = a day", "[api] hide_older_than_hours: not a number"),
+    ("prerender_interval = 0", "[api] prerender_interval: 0.0 out of range"),
+    ("prerender_interval = nan", "[api] prerender_interval: nan out of range"),
+    ("paths = billing/api/active_calls_get", "[api] paths: not an absolute URL path"),
+    ("paths = /a, /a", "[api] paths: a path is listed twice"),
+])
+def test_bad_api_value_names_key(line: str, where: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _api(line + "\n")
+    assert str(exc.value).startswith("c.ini: ") and where in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_every_api_setting_is_documented_in_the_example() -> None:
+    """Each ApiSettings field is an ``[api]`` key: the example lists it (so the reader cannot lag behind)."""
+    example = (Path(__file__).parent.parent / "config.example.ini").read_text()
+    api_section = example.split("[api]", 1)[1].split("\n[", 1)[0]
+    keys = {line.split("=", 1)[0].strip().lstrip("; ") for line in api_section.splitlines() if "=" in line}
+    assert set(ApiSettings.__dataclass_fields__) <= keys
+
+
+def test_example_config_parses_to_the_defaults() -> None:
+    example = (Path(__file__).parent.parent / "config.example.ini").read_text()
+    s = parse_settings(example, source="config.example.ini")
+    assert s.api == ApiSettings() and s.http.port == 8080

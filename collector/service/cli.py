@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import signal
 import sys
@@ -107,10 +106,6 @@ async def _run(config: Path) -> int:
     return await run_daemon(settings)
 
 
-def demo_hash(username: str, secret: str) -> str:
-    return hashlib.sha1((username + secret).encode()).hexdigest()
-
-
 async def _demo(args: argparse.Namespace) -> int:
     from collector.service.daemon import run_daemon
     from collector.service.config import parse_settings
@@ -150,18 +145,19 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 def _print_demo_help(daemon: object, port: int) -> None:
+    from api.auth import expected_hash  # the API's own hash rule; imported late (aiohttp) like the daemon
     refs = getattr(daemon, "refs")
     url = f"http://127.0.0.1:{port}/billing/api/active_calls_get"
     lines = ["", "Demo running: a real Asterisk trace replayed as a live AMI server, looped.", ""]
     admin = next((u for u in refs.data.users if u.usertype == "admin"), None)
     if admin is not None and admin.api_secret_key:
         lines += [f"  Live page:  http://127.0.0.1:{port}/#u={admin.username}&hash="
-                  f"{demo_hash(admin.username, admin.api_secret_key)}", ""]
+                  f"{expected_hash(admin.username, admin.api_secret_key)}", ""]
     for user in refs.data.users:
         owner = refs.owner_of(user)
         if owner is None or not owner.api_secret_key or user.usertype == "accountant":
             continue
-        h = demo_hash(user.username, owner.api_secret_key)
+        h = expected_hash(user.username, owner.api_secret_key)
         lines.append(f"  # as {user.usertype} {user.username!r}:")
         lines.append(f"  curl -s -X POST '{url}?u={user.username}&hash={h}'")
     lines += ["  # only answered calls, as the first user above: add &s_status=answered",

@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api.settings import ApiSettings
+
 __all__ = [
-    "AmiServerSettings", "ApiListenSettings", "CollectorSettings", "ConfigError", "Secret", "Settings",
+    "AmiServerSettings", "CollectorSettings", "ConfigError", "HttpSettings", "Secret", "Settings",
     "load_settings", "parse_settings",
 ]
 
@@ -61,14 +63,12 @@ class CollectorSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ApiListenSettings:
+class HttpSettings:
+    """The HTTP server itself (``[api]`` keys that are the process's, not the API's): bind address and
+    who may read the ops endpoints. Everything the API itself obeys is ``api.settings.ApiSettings``."""
+
     listen: str = "127.0.0.1"
     port: int = 8080
-    enabled: bool = True
-    allow_get: bool = False
-    disable_hash_check: bool = False
-    accept_secret_only_hash: bool = False
-    timezone: str | None = None
     status_token: Secret | None = None  # when set, /status and /metrics want ?token= or a Bearer header
 
 
@@ -76,9 +76,10 @@ class ApiListenSettings:
 class Settings:
     path: Path | None
     collector: CollectorSettings
-    api: ApiListenSettings
+    api: ApiSettings
     database: Path
     servers: tuple[AmiServerSettings, ...] = field(default=())
+    http: HttpSettings = field(default_factory=HttpSettings)
 
 
 class _Reader:
@@ -172,25 +173,8 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
         require_all_servers=r.bool("collector", "require_all_servers", False),
         watchdog=r.bool("collector", "watchdog", True),
     )
-    tz = r.str("api", "timezone", "") or None
-    if tz is not None:
-        try:
-            from zoneinfo import ZoneInfo
-
-            ZoneInfo(tz)
-        except Exception:
-            raise r.fail("api", "timezone", f"unknown time zone {tz!r}") from None
-    token = r.str("api", "status_token", "")
-    api = ApiListenSettings(
-        listen=r.str("api", "listen", "127.0.0.1"),
-        port=r.int("api", "port", 8080, 0, 65535),
-        enabled=r.bool("api", "enabled", True),
-        allow_get=r.bool("api", "allow_get", False),
-        disable_hash_check=r.bool("api", "disable_hash_check", False),
-        accept_secret_only_hash=r.bool("api", "accept_secret_only_hash", False),
-        timezone=tz,
-        status_token=Secret(token) if token else None,
-    )
+    api = _api_settings(r)
+    http = _http_settings(r)
     db = Path(r.str("database", "path", "var/collector.db"))
     if base_dir is not None and not db.is_absolute():
         db = base_dir / db
@@ -222,7 +206,71 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
         if srv.enabled:
             ids[srv.server_id] = name
         servers.append(srv)
-    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers))
+    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers), http=http)
+
+
+# ---------------------------------------------------------------------------------------------- [api]
+_OFF = ("off", "none", "no")
+_API_DEFAULTS = ApiSettings()  # defaults live in ApiSettings only
+
+
+def _http_settings(r: _Reader) -> HttpSettings:
+    token = r.str("api", "status_token", "")
+    return HttpSettings(listen=r.str("api", "listen", "127.0.0.1"), port=r.int("api", "port", 8080, 0, 65535),
+                        status_token=Secret(token) if token else None)
+
+
+def _optional_float(r: _Reader, key: str, default: float | None, lo: float, hi: float) -> float | None:
+    """A number, or None for ``off``; empty keeps ``default``."""
+    value = r.raw("api", key)
+    if value is None or value == "":
+        return default
+    if value.lower() in _OFF:
+        return None
+    return r.float("api", key, 0.0, lo, hi)
+
+
+def _paths(r: _Reader) -> tuple[str, ...]:
+    value = r.raw("api", "paths")
+    if not value:
+        return _API_DEFAULTS.paths
+    paths = tuple(p.strip() for p in value.split(",") if p.strip())
+    for p in paths:
+        if not p.startswith("/") or any(c.isspace() for c in p):
+            raise r.fail("api", "paths", f"not an absolute URL path: {p!r}")
+    if len(set(paths)) != len(paths):
+        raise r.fail("api", "paths", "a path is listed twice")
+    return paths
+
+
+def _api_settings(r: _Reader) -> ApiSettings:
+    """``[api]`` → ``ApiSettings``, every field; each bad value names its key."""
+    d = _API_DEFAULTS
+    tz = r.str("api", "timezone", "") or None
+    if tz is not None:
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(tz)
+        except Exception:
+            raise r.fail("api", "timezone", f"unknown time zone {tz!r}") from None
+    try:
+        return ApiSettings(
+            enabled=r.bool("api", "enabled", d.enabled),
+            allow_get=r.bool("api", "allow_get", d.allow_get),
+            disable_hash_check=r.bool("api", "disable_hash_check", d.disable_hash_check),
+            accept_secret_only_hash=r.bool("api", "accept_secret_only_hash", d.accept_secret_only_hash),
+            timezone=tz,
+            max_param_len=r.int("api", "max_param_len", d.max_param_len, 1),
+            max_params=r.int("api", "max_params", d.max_params, 1),
+            max_body=r.int("api", "max_body", d.max_body, 1),
+            body_timeout=r.float("api", "body_timeout", d.body_timeout, 0.001, 3600.0),
+            hide_older_than_hours=_optional_float(r, "hide_older_than_hours", d.hide_older_than_hours, 0.001, 1e6),
+            prerender_interval=_optional_float(r, "prerender_interval", d.prerender_interval, 0.001, 3600.0),
+            paths=_paths(r),
+        )
+    except ValueError as exc:  # ApiSettings' own checks: a backstop, the reads above are stricter
+        raise r.fail("api", "*", str(exc)) from None
 
 
 def load_settings(path: Path) -> Settings:
@@ -253,4 +301,4 @@ def load_settings(path: Path) -> Settings:
             lines.append(f"{key} = {value}")
     settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent, sources=sources)
     return Settings(path=path, collector=settings.collector, api=settings.api,
-                    database=settings.database, servers=settings.servers)
+                    database=settings.database, servers=settings.servers, http=settings.http)

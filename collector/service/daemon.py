@@ -21,7 +21,6 @@ from aiohttp import web
 from api.app import ApiDeps, create_app
 from api.changes import ChangeHub
 from collector.service.ops import add_ops_routes
-from api.settings import ApiSettings
 from collector import __version__
 from collector.ami.framing import ACCELERATED, AmiMessage
 from collector.ami.session import AmiSession
@@ -49,12 +48,6 @@ GC_THRESHOLDS = (50_000, 20, 10)
 def tune_gc() -> None:
     """Apply ``GC_THRESHOLDS`` (the daemon does it at start; the ingest benchmark does it in every worker)."""
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def api_settings(settings: Settings) -> ApiSettings:
-    a = settings.api
-    return ApiSettings(enabled=a.enabled, allow_get=a.allow_get, disable_hash_check=a.disable_hash_check,
-                       accept_secret_only_hash=a.accept_secret_only_hash, timezone=a.timezone)
 
 
 @dataclass
@@ -102,7 +95,7 @@ class Daemon:
         try:
             if self.settings.path is not None:
                 new = load_settings(self.settings.path)
-                add_secrets([str(srv.secret) for srv in new.servers] + [str(new.api.status_token or "")])
+                add_secrets([str(srv.secret) for srv in new.servers] + [str(new.http.status_token or "")])
                 current = self.log_level or self.settings.collector.log_level
                 if new.collector.log_level != current:
                     set_level(new.collector.log_level)
@@ -135,7 +128,7 @@ class Daemon:
         s = self.settings
         tune_gc()
         self.log_level = s.collector.log_level
-        add_secrets([str(srv.secret) for srv in s.servers] + [str(s.api.status_token or "")])
+        add_secrets([str(srv.secret) for srv in s.servers] + [str(s.http.status_token or "")])
         self.settings.database.parent.mkdir(parents=True, exist_ok=True)
         self.apply_reference(*self.load_reference())
         self.durable = DurableTable(s.database, self.live)
@@ -149,17 +142,17 @@ class Daemon:
         enabled = [srv for srv in s.servers if srv.enabled]
         for i, srv in enumerate(enabled):
             self.sessions.append(AmiSession(srv, s.collector, self.on_messages, stagger=i / max(1, len(enabled))))
-        deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=api_settings(s), clock=time.time,
+        deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live))
         app = create_app(deps)
-        add_ops_routes(app, self, token=str(s.api.status_token) if s.api.status_token else None)
+        add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api.listen, s.api.port)
+        site = web.TCPSite(self._runner, s.http.listen, s.http.port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else s.api.port
-        log.info("api listening address=%s port=%d version=%s ami_decoder=%s", s.api.listen, self.port, __version__,
+        self.port = sockets[0].getsockname()[1] if sockets else s.http.port
+        log.info("api listening address=%s port=%d version=%s ami_decoder=%s", s.http.listen, self.port, __version__,
                  "c" if ACCELERATED else "python (collector.ami._fast not built: see README, Install)")
         for session in self.sessions:
             await session.start()
