@@ -244,12 +244,14 @@ async def serve_replay(a: dict[str, Any]) -> None:
     """collector.tools.replay.ReplayServer in fast mode; optionally parked after ``hold_after`` events."""
     import logging
 
-    from collector.tools.replay import ReplayServer
+    from dataclasses import replace
+
+    from collector.tools.replay import ReplayOptions, ReplayServer
 
     logging.basicConfig(level=logging.WARNING)
     speed = float(a.get("speed", 0))
-    server = ReplayServer([a["path"]], host="127.0.0.1", port=0, fast=not speed, speed=speed or 1.0,
-                          write_timeout=120.0)
+    server = ReplayServer([a["path"]], host="127.0.0.1", port=0,
+                          options=ReplayOptions(fast=not speed, speed=speed or 1.0, write_timeout=120.0))
     if a.get("hold_after"):
         server.hold(after_events=int(a["hold_after"]))
     port = await server.start()
@@ -257,8 +259,7 @@ async def serve_replay(a: dict[str, Any]) -> None:
     if a.get("switch_after"):  # fast up to the busy part of the trace, then timed at ``speed``
         async def switch() -> None:
             await server.wait_events_sent(int(a["switch_after"]))
-            server.speed = float(a["paced_speed"])
-            server.fast = False
+            server.options = replace(server.options, speed=float(a["paced_speed"]), fast=False)
         asyncio.get_running_loop().create_task(switch())
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

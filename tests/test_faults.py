@@ -25,7 +25,7 @@ import pytest
 
 from collector.tracking.calls import CallView
 from collector.service.daemon import Daemon
-from collector.tools.replay import ReplayServer
+from collector.tools.replay import ReplayOptions, ReplayServer
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
 from collector.tracking.tracker import CallTracker
@@ -276,7 +276,7 @@ async def test_events_shuffled_within_5ms_windows_match_offline_and_truth(tmp_pa
 
     t0 = _first_ts([shuffled])
     holds = [t0 + 6, t0 + 14, t0 + 22, t0 + 30]
-    async with ReplayServer([shuffled], port=0, fast=True) as replay:
+    async with ReplayServer([shuffled], port=0, options=ReplayOptions(fast=True)) as replay:
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             for hold_at in holds:
                 replay.hold(when=lambda ev, h=hold_at: ev.timestamp is not None and ev.timestamp >= h)
@@ -416,7 +416,8 @@ async def test_api_under_load_never_starves_the_ami_reader(tmp_path: Path) -> No
     hold_at = t0 + 30
     # timed at x10 (~5,000 events/s for 3 s, so the API load overlaps the whole stream); a reader that stalls
     # 2 s is cut off, as Asterisk's writetimeout would
-    async with ReplayServer(paths, port=0, speed=10.0, wall_clock=False, write_timeout=2.0) as replay:
+    async with ReplayServer(paths, port=0, options=ReplayOptions(speed=10.0, wall_clock=False,
+                                                                 write_timeout=2.0)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= hold_at)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
