@@ -271,6 +271,8 @@ async def serve_blast(a: dict[str, Any]) -> None:
     """A minimal AMI peer that writes the pre-rendered trace as fast as the client reads (chunks end on block
     boundaries so action replies interleave cleanly). Answers Login (+ FullyBooted), CoreShowChannels (empty
     list, before the stream starts: a login resync then sweeps nothing), Ping, Logoff."""
+    from collector.ami.framing import parse_action
+
     data = Path(a["path"]).read_bytes()
     view = memoryview(data)
     bounds = []
@@ -298,10 +300,7 @@ async def serve_blast(a: dict[str, Any]) -> None:
                 buf += got.replace(b"\r", b"")
                 while b"\n\n" in buf:
                     block, buf = buf.split(b"\n\n", 1)
-                    hdr = {}
-                    for line in block.decode().split("\n"):
-                        k, _, v = line.partition(":")
-                        hdr[k.strip().lower()] = v.strip()
+                    hdr = parse_action(block, errors="strict", first_wins=False, bare_lines=True)
                     action = hdr.get("action", "").lower()
                     aid = f"ActionID: {hdr['actionid']}\r\n" if "actionid" in hdr else ""
                     if action == "login":
