@@ -120,7 +120,7 @@ class LosingReplay(ReplayServer):
 
 
 async def test_lost_hangups_are_reconciled_within_two_intervals(tmp_path: Path) -> None:
-    async with LosingReplay(scenario_files("basic_outbound"), port=0, fast=True) as replay:
+    async with LosingReplay(scenario_files("basic_outbound"), port=0, options=FAST) as replay:
         settings = settings_for(tmp_path, [replay.port], reconcile_interval=0.3)
         async with running_daemon(settings) as daemon:
             await replay.wait_finished(timeout=30)

@@ -113,7 +113,7 @@ class CutListReplay(ReplayServer):
 async def test_reset_during_coreshowchannels_answer_removes_nothing_then_full_resync(tmp_path: Path) -> None:
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
-    async with CutListReplay(paths, port=0, fast=True) as replay:
+    async with CutListReplay(paths, port=0, options=ReplayOptions(fast=True)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 12)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -149,7 +149,7 @@ async def test_reset_during_resync_while_the_trace_runs_on(tmp_path: Path) -> No
     after the next whole list, what started is there."""
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
-    async with CutListReplay(paths, port=0, fast=True, pause_when_idle=False) as replay:
+    async with CutListReplay(paths, port=0, options=ReplayOptions(fast=True, pause_when_idle=False)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 10)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -220,7 +220,8 @@ def _crash_traces(tmp: Path, reuse: str) -> tuple[str, str]:
 ])
 async def test_asterisk_crash_and_restart_without_shutdown(tmp_path: Path, reuse: str) -> None:
     old, new = _crash_traces(tmp_path, reuse)
-    async with CrashReplay([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0, fast=True) as replay:
+    async with CrashReplay([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0,
+                           options=ReplayOptions(fast=True)) as replay:
         n1 = replay.sessions[0].event_count
         replay.hold(when=lambda ev: ev.session == 0 and ev.index == n1 - 1)  # before the parking event
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
@@ -357,7 +358,7 @@ async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_ca
     bad.write_bytes(read_trace(trace_paths("concurrent_load")[0]).replace(b"CallerIDName: Alice Office", BAD_NAME))
     paths = [bad]
     t0 = _first_ts(paths)
-    async with HostileReplay(paths, port=0, fast=True) as replay:
+    async with HostileReplay(paths, port=0, options=ReplayOptions(fast=True)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 15)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]

@@ -216,16 +216,17 @@ def parse_block(raw: bytes, *, decode_then_strip_cr: bool = False) -> AmiMessage
     return _headers(text.strip("\n").split("\n"))  # blank lines hold no header: strip them for the fast path
 
 
-def parse_action(raw: bytes, *, errors: str = "replace", first_wins: bool = True,
+def parse_action(raw: bytes | str, *, errors: str = "replace", first_wins: bool = True,
                  bare_lines: bool = False) -> dict[str, str]:
     """Headers of an action block a client sent (CRs already dropped), keys lower-cased and both sides
     stripped: Asterisk reads action headers case-insensitively. Split at the first ``":"``; by default a
     line without one or with an empty key is skipped and the first value of a repeated key is kept.
     ``bare_lines`` keeps those lines (key = the stripped line, value ``""``), ``first_wins=False`` keeps
     the last value, ``errors`` is the UTF-8 decoding policy (bench/ingest.py's minimal peer:
-    ``errors="strict", first_wins=False, bare_lines=True``)."""
+    ``errors="strict", first_wins=False, bare_lines=True``). A ``str`` is taken as already decoded."""
     out: dict[str, str] = {}
-    for line in raw.decode("utf-8", errors).split("\n"):
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors)
+    for line in text.split("\n"):
         key, sep, value = line.partition(":")
         k = key.strip().lower()
         if not bare_lines and (not sep or not k):

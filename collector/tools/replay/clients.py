@@ -12,7 +12,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -143,10 +143,13 @@ class ReplayedAsterisk(Protocol):
 
 
 class ClientHub:
-    """Every connection to one replay server; ``on_change`` runs whenever a count or a client's state changes."""
+    """Every connection to one replay server; ``on_change`` runs whenever a count or a client's state changes.
+    Each action block goes, decoded, to ``on_action`` (the server's hook, which may end in :meth:`answer`)."""
 
-    def __init__(self, asterisk: ReplayedAsterisk, on_change: Callable[[], None]) -> None:
+    def __init__(self, asterisk: ReplayedAsterisk, on_change: Callable[[], None],
+                 on_action: Callable[[Client, str], Awaitable[None]]) -> None:
         self.asterisk = asterisk
+        self._on_action = on_action
         self.clients: dict[int, Client] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.connections_total = 0
@@ -186,7 +189,7 @@ class ClientHub:
                 while b"\n\n" in buf and not client.closing:
                     block, buf = buf.split(b"\n\n", 1)
                     if block.strip():
-                        await self._handle_action(client, block)
+                        await self._on_action(client, block.decode("utf-8", "replace"))
                 if len(buf) > _MAX_ACTION_BYTES:
                     log.warning("replay: client %s sent %d bytes without a blank line; discarded", peer, len(buf))
                     buf = b""
@@ -289,8 +292,9 @@ class ClientHub:
 
     # ------------------------------------------------------------------ actions
 
-    async def _handle_action(self, client: Client, block: bytes) -> None:
-        hdr = parse_action(block)
+    async def answer(self, client: Client, text: str) -> None:
+        """Answer one action block as Asterisk 20 does."""
+        hdr = parse_action(text)
         aid = hdr.get("actionid")
         action = hdr.get("action", "").lower()
         if not action:

@@ -8,10 +8,9 @@ One player task walks the events of the sessions (:mod:`.trace`); each event is 
 to every logged-in client whose event mask and filters accept it (:mod:`.clients`). The player waits for a
 logged-in client at the start of each session and (by default) whenever nobody is logged in, so no event is lost
 before a client arrives. Timing follows the ``Timestamp`` headers divided by ``speed``; ``fast`` sends as fast as
-the slowest client reads. At a session boundary every client connection is closed; the next connection gets the
-next session. ``loop_forever`` starts again after the last session, shifted to look like new calls
-(:mod:`.rewrite`; the wrap itself does not drop clients; channels a pass leaves up get a synthetic ``Hangup`` so
-a looping demo does not pile up ghosts).
+the slowest client reads. At a session boundary every client connection is closed. ``loop_forever`` starts again
+after the last session, shifted to look like new calls (:mod:`.rewrite`); channels a pass leaves up get a
+synthetic ``Hangup`` so a looping demo does not pile up ghosts.
 
 Test hooks on :class:`ReplayServer`: ``events_sent``, ``clients_connected``/``clients_logged_in``/``logins_total``,
 ``wait_for(predicate)`` and friends, ``hold()``/``wait_held()``/``release()`` to park the stream at an exact
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from collector.ami import framing as ami_framing
 from collector.tools.replay.channels import ChannelRecord, ChannelTable
-from collector.tools.replay.clients import ClientHub, privilege_classes
+from collector.tools.replay.clients import Client, ClientHub, privilege_classes
 from collector.tools.replay.options import ReplayOptions
 from collector.tools.replay.rewrite import PassRewriter
 from collector.tools.replay.trace import (TIMESTAMP_RE, TraceSeed, TraceSession, load_sessions, parse_block,
@@ -69,10 +68,7 @@ class _Waiter:
 
 class ReplayServer:
     """Serves trace files as a live Asterisk AMI. ``await start()`` returns the bound port; ``close()`` stops it.
-
-    ``options`` (:class:`ReplayOptions`) is read each time it matters, so assigning a changed copy changes a
-    running server (a new secret, fast to timed).
-    """
+    ``options`` is read each time it matters: assigning a changed copy changes a running server."""
 
     def __init__(self, paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 5038,
                  options: ReplayOptions | None = None) -> None:
@@ -95,7 +91,7 @@ class ReplayServer:
         self.pass_index = 0
         self.held = False
         self.finished = asyncio.Event()
-        self._hub = ClientHub(self, self._poke)
+        self._hub = ClientHub(self, self._poke, lambda client, text: self._handle_action(client, text))
         self._server: asyncio.base_events.Server | None = None
         self._player: asyncio.Task[None] | None = None
         self._waiters: list[_Waiter] = []
@@ -254,11 +250,18 @@ class ReplayServer:
     async def flush_clients(self) -> None:
         """Wait until every client's pending output has been handed to the kernel (or the client is cut off)."""
         for client in list(self._hub.clients.values()):
-            await self._hub.drain(client)
+            await self._drain(client)
 
     def drop_clients(self) -> int:
         """Reset every client connection at once (TCP RST, unsent data discarded); returns how many."""
         return self._hub.drop_all()
+
+    # ------------------------------------------------------------------ client hooks (tests override them)
+    async def _handle_action(self, client: Client, text: str) -> None:
+        await self._hub.answer(client, text)
+
+    async def _drain(self, client: Client) -> None:
+        await self._hub.drain(client)
 
     # ------------------------------------------------------------------ the player
 
@@ -295,7 +298,7 @@ class ReplayServer:
         if not seamless and (si > 0 or self.pass_index > 0):
             n = 0
             for client in list(self._hub.clients.values()):
-                await self._hub.drain(client)
+                await self._drain(client)
                 self._hub.close(client)
                 n += 1
             log.info("replay: session %d (%s) begins; closed %d client(s)", si, session.source, n)
