@@ -71,14 +71,14 @@ def call_system_trace(src: Path, dst: Path) -> tuple[int, float]:
 
 
 def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
-    from collector.tools.replay import ReplayServer
+    from collector.tools.replay import ReplayOptions, ReplayServer
 
     logging.basicConfig(level=logging.WARNING, format="replay %(levelname)s %(message)s")
 
     async def run() -> None:
         # write_timeout 5 s: the README's manager.conf writetimeout; a reader that stalls longer is cut off
-        async with ReplayServer([trace], host="127.0.0.1", port=0, speed=speed, loop_forever=True,
-                                write_timeout=5.0) as replay:
+        options = ReplayOptions(speed=speed, loop_forever=True, write_timeout=5.0)
+        async with ReplayServer([trace], host="127.0.0.1", port=0, options=options) as replay:
             port_q.put(replay.port)
             while not stop.is_set():
                 await asyncio.sleep(0.2)

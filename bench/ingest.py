@@ -244,12 +244,14 @@ async def serve_replay(a: dict[str, Any]) -> None:
     """collector.tools.replay.ReplayServer in fast mode; optionally parked after ``hold_after`` events."""
     import logging
 
-    from collector.tools.replay import ReplayServer
+    from dataclasses import replace
+
+    from collector.tools.replay import ReplayOptions, ReplayServer
 
     logging.basicConfig(level=logging.WARNING)
     speed = float(a.get("speed", 0))
-    server = ReplayServer([a["path"]], host="127.0.0.1", port=0, fast=not speed, speed=speed or 1.0,
-                          write_timeout=120.0)
+    server = ReplayServer([a["path"]], host="127.0.0.1", port=0,
+                          options=ReplayOptions(fast=not speed, speed=speed or 1.0, write_timeout=120.0))
     if a.get("hold_after"):
         server.hold(after_events=int(a["hold_after"]))
     port = await server.start()
@@ -257,8 +259,7 @@ async def serve_replay(a: dict[str, Any]) -> None:
     if a.get("switch_after"):  # fast up to the busy part of the trace, then timed at ``speed``
         async def switch() -> None:
             await server.wait_events_sent(int(a["switch_after"]))
-            server.speed = float(a["paced_speed"])
-            server.fast = False
+            server.options = replace(server.options, speed=float(a["paced_speed"]), fast=False)
         asyncio.get_running_loop().create_task(switch())
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -270,6 +271,8 @@ async def serve_blast(a: dict[str, Any]) -> None:
     """A minimal AMI peer that writes the pre-rendered trace as fast as the client reads (chunks end on block
     boundaries so action replies interleave cleanly). Answers Login (+ FullyBooted), CoreShowChannels (empty
     list, before the stream starts: a login resync then sweeps nothing), Ping, Logoff."""
+    from collector.ami.framing import parse_action
+
     data = Path(a["path"]).read_bytes()
     view = memoryview(data)
     bounds = []
@@ -297,10 +300,7 @@ async def serve_blast(a: dict[str, Any]) -> None:
                 buf += got.replace(b"\r", b"")
                 while b"\n\n" in buf:
                     block, buf = buf.split(b"\n\n", 1)
-                    hdr = {}
-                    for line in block.decode().split("\n"):
-                        k, _, v = line.partition(":")
-                        hdr[k.strip().lower()] = v.strip()
+                    hdr = parse_action(block, errors="strict", first_wins=False, bare_lines=True)
                     action = hdr.get("action", "").lower()
                     aid = f"ActionID: {hdr['actionid']}\r\n" if "actionid" in hdr else ""
                     if action == "login":

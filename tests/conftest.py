@@ -3,7 +3,8 @@
 * ``traces_dir``: the bundled real Asterisk traces (``tests/traces``; never ``/work/shared`` at test time).
 * ``replay_server``: factory starting a :class:`collector.tools.replay.ReplayServer` on 127.0.0.1 with an ephemeral
   port, closed at teardown. ``await replay_server("basic_outbound", fast=True)`` → started server (``.port``);
-  arguments are scenario names (all their session files, in order) or paths; keywords go to ReplayServer.
+  arguments are scenario names (all their session files, in order) or paths; ``host``/``port`` go to
+  ReplayServer, the other keywords to its ReplayOptions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from collector.tools.replay import ReplayServer
+from collector.tools.replay import ReplayOptions, ReplayServer
 
 TRACES_DIR = Path(__file__).parent / "traces"
 
@@ -44,9 +45,9 @@ async def replay_server() -> AsyncIterator[ReplayFactory]:
         for t in traces:
             p = Path(t)
             paths.extend([p] if p.suffix in (".ami", ".gz") or p.exists() else scenario_files(str(t)))
-        kwargs.setdefault("host", "127.0.0.1")
-        kwargs.setdefault("port", 0)
-        server = ReplayServer(paths, **kwargs)
+        host = kwargs.pop("host", "127.0.0.1")
+        port = kwargs.pop("port", 0)
+        server = ReplayServer(paths, host=host, port=port, options=ReplayOptions(**kwargs))
         servers.append(server)
         await server.start()
         return server

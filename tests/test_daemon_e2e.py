@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from dataclasses import replace
 from pathlib import Path
 
-from collector.tools.replay import ReplayServer
+from collector.tools.replay import ReplayOptions, ReplayServer
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
 from tests.daemon_helpers import (admin_page, barrier, comparable, offline_calls, running_daemon, settings_for,
                                   wait_until)
+
+FAST = ReplayOptions(fast=True)
 
 
 def _first_ts(paths: list[Path]) -> float:
@@ -117,7 +120,7 @@ class LosingReplay(ReplayServer):
 
 
 async def test_lost_hangups_are_reconciled_within_two_intervals(tmp_path: Path) -> None:
-    async with LosingReplay(scenario_files("basic_outbound"), port=0, fast=True) as replay:
+    async with LosingReplay(scenario_files("basic_outbound"), port=0, options=FAST) as replay:
         settings = settings_for(tmp_path, [replay.port], reconcile_interval=0.3)
         async with running_daemon(settings) as daemon:
             await replay.wait_finished(timeout=30)
@@ -133,7 +136,7 @@ async def test_shutdown_then_restarted_asterisk_reusing_uniqueids(tmp_path: Path
     shutdown = b"Event: Shutdown\r\nPrivilege: system,all\r\nTimestamp: 1795701690.000000\r\nShutdown: Cleanly\r\nRestart: True"
     (tmp_path / "s1.ami").write_bytes(b"\r\n\r\n".join(blocks[:answered + 1] + [shutdown]) + b"\r\n\r\n")
     (tmp_path / "s2.ami").write_bytes(src)  # the restarted Asterisk: same Uniqueids, same channel names
-    async with ReplayServer([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0, fast=True) as replay:
+    async with ReplayServer([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0, options=FAST) as replay:
         replay.hold(when=lambda ev: ev.session == 1 and ev.name == "DialEnd")
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             await replay.wait_held(timeout=30)
@@ -231,13 +234,13 @@ async def test_silent_server_is_detected_and_reconnected(tmp_path: Path) -> None
 
 
 async def test_auth_failure_is_retried_until_it_succeeds(tmp_path: Path) -> None:
-    async with ReplayServer(scenario_files("basic_outbound"), port=0, fast=True,
-                            username="collector", secret="other") as replay:
+    async with ReplayServer(scenario_files("basic_outbound"), port=0,
+                            options=ReplayOptions(fast=True, username="collector", secret="other")) as replay:
         async with running_daemon(settings_for(tmp_path, [replay.port], auth_retry=0.1)) as daemon:
             session = daemon.sessions[0]
             await wait_until(lambda: session.status.auth_failures >= 2, what="auth failures")
             assert not session.status.logged_in
-            replay.secret = "s3cret"  # the operator fixes manager.conf
+            replay.options = replace(replay.options, secret="s3cret")  # the operator fixes manager.conf
             await wait_until(lambda: session.status.logged_in, what="login after fix")
             await replay.wait_finished(timeout=30)
 
@@ -245,8 +248,9 @@ async def test_auth_failure_is_retried_until_it_succeeds(tmp_path: Path) -> None
 async def test_two_servers_one_flapping_never_loses_the_healthy_ones_calls(tmp_path: Path) -> None:
     paths = scenario_files("concurrent_load")
     hold_at = _first_ts(paths) + 12.0
-    async with ReplayServer(paths, port=0, fast=True) as healthy, \
-            ReplayServer(scenario_files("local_internal"), port=0, fast=True, loop_forever=True) as flappy:
+    async with ReplayServer(paths, port=0, options=FAST) as healthy, \
+            ReplayServer(scenario_files("local_internal"), port=0,
+                         options=ReplayOptions(fast=True, loop_forever=True)) as flappy:
         healthy.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= hold_at)
         async with running_daemon(settings_for(tmp_path, [healthy.port, flappy.port])) as daemon:
             await healthy.wait_held(timeout=30)
@@ -266,7 +270,7 @@ async def test_server_side_filter_leaves_only_tracked_events(tmp_path: Path) -> 
     # transfers and pickups emit call-class events the tracker does not use (BlindTransfer, Hold …)
     ignored = {}
     for send_filter in ("no", "yes"):
-        async with ReplayServer(scenario_files("dev_transfers"), port=0, fast=True) as replay:
+        async with ReplayServer(scenario_files("dev_transfers"), port=0, options=FAST) as replay:
             settings = settings_for(tmp_path / send_filter, [replay.port], server_extra=f"send_filter = {send_filter}")
             async with running_daemon(settings) as daemon:
                 await replay.wait_finished(timeout=30)

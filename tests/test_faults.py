@@ -25,7 +25,7 @@ import pytest
 
 from collector.tracking.calls import CallView
 from collector.service.daemon import Daemon
-from collector.tools.replay import ReplayServer
+from collector.tools.replay import ReplayOptions, ReplayServer
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
 from collector.tracking.tracker import CallTracker
@@ -113,7 +113,7 @@ class CutListReplay(ReplayServer):
 async def test_reset_during_coreshowchannels_answer_removes_nothing_then_full_resync(tmp_path: Path) -> None:
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
-    async with CutListReplay(paths, port=0, fast=True) as replay:
+    async with CutListReplay(paths, port=0, options=ReplayOptions(fast=True)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 12)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -149,7 +149,7 @@ async def test_reset_during_resync_while_the_trace_runs_on(tmp_path: Path) -> No
     after the next whole list, what started is there."""
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
-    async with CutListReplay(paths, port=0, fast=True, pause_when_idle=False) as replay:
+    async with CutListReplay(paths, port=0, options=ReplayOptions(fast=True, pause_when_idle=False)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 10)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -220,7 +220,8 @@ def _crash_traces(tmp: Path, reuse: str) -> tuple[str, str]:
 ])
 async def test_asterisk_crash_and_restart_without_shutdown(tmp_path: Path, reuse: str) -> None:
     old, new = _crash_traces(tmp_path, reuse)
-    async with CrashReplay([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0, fast=True) as replay:
+    async with CrashReplay([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0,
+                           options=ReplayOptions(fast=True)) as replay:
         n1 = replay.sessions[0].event_count
         replay.hold(when=lambda ev: ev.session == 0 and ev.index == n1 - 1)  # before the parking event
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
@@ -276,7 +277,7 @@ async def test_events_shuffled_within_5ms_windows_match_offline_and_truth(tmp_pa
 
     t0 = _first_ts([shuffled])
     holds = [t0 + 6, t0 + 14, t0 + 22, t0 + 30]
-    async with ReplayServer([shuffled], port=0, fast=True) as replay:
+    async with ReplayServer([shuffled], port=0, options=ReplayOptions(fast=True)) as replay:
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             for hold_at in holds:
                 replay.hold(when=lambda ev, h=hold_at: ev.timestamp is not None and ev.timestamp >= h)
@@ -357,7 +358,7 @@ async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_ca
     bad.write_bytes(read_trace(trace_paths("concurrent_load")[0]).replace(b"CallerIDName: Alice Office", BAD_NAME))
     paths = [bad]
     t0 = _first_ts(paths)
-    async with HostileReplay(paths, port=0, fast=True) as replay:
+    async with HostileReplay(paths, port=0, options=ReplayOptions(fast=True)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 15)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -416,7 +417,8 @@ async def test_api_under_load_never_starves_the_ami_reader(tmp_path: Path) -> No
     hold_at = t0 + 30
     # timed at x10 (~5,000 events/s for 3 s, so the API load overlaps the whole stream); a reader that stalls
     # 2 s is cut off, as Asterisk's writetimeout would
-    async with ReplayServer(paths, port=0, speed=10.0, wall_clock=False, write_timeout=2.0) as replay:
+    async with ReplayServer(paths, port=0, options=ReplayOptions(speed=10.0, wall_clock=False,
+                                                                 write_timeout=2.0)) as replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= hold_at)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]

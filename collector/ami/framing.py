@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ACCELERATED", "AmiFramer", "AmiMessage", "BANNER_KEY", "block_decoder", "MAX_MESSAGE_BYTES",
-           "RX_TIME_KEY", "iter_messages"]
+           "RX_TIME_KEY", "iter_messages", "parse_action", "parse_block", "parse_hms"]
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +161,7 @@ class AmiFramer:
             if not raw:
                 return
         lines = raw.decode("utf-8", "replace").split("\n")
-        # fast path, exact: when every line holds ": " and no key repeats, one C-level pass builds the
-        # same dict as _parse_lines; anything else (a line without ": ", a repeated key) takes the slow path
-        try:
-            msg = dict(map(_str_split, lines, _COLON_SPACE, _ONE))
-        except ValueError:
-            msg = _parse_lines(lines)
-        else:
-            if len(msg) != len(lines):
-                msg = _parse_lines(lines)
+        msg = _headers(lines)
         if "Event" not in msg and "Response" not in msg:
             n = self.stats.garbage = self.stats.garbage + 1
             if n <= 10 or n % 1000 == 0:  # say what was skipped; a garbage flood must not fill the log
@@ -185,6 +177,19 @@ _COLON_SPACE = itertools.repeat(": ")  # endless: map() stops at the end of ``li
 _ONE = itertools.repeat(1)
 
 
+def _headers(lines: list[str]) -> AmiMessage:
+    """The header rule of every AMI block, for event blocks and replies alike (see ``_parse_lines``)."""
+    # fast path, exact: when every line holds ": " and no key repeats, one C-level pass builds the
+    # same dict as _parse_lines; anything else (a line without ": ", a repeated key) takes the slow path
+    try:
+        msg = dict(map(_str_split, lines, _COLON_SPACE, _ONE))
+    except ValueError:
+        return _parse_lines(lines)
+    if len(msg) != len(lines):
+        return _parse_lines(lines)
+    return msg
+
+
 def _parse_lines(lines: list[str]) -> AmiMessage:
     msg: AmiMessage = {}
     for line in lines:
@@ -196,6 +201,52 @@ def _parse_lines(lines: list[str]) -> AmiMessage:
         if key not in msg:  # first value wins: a repeated Event: header cannot rename the event
             msg[key] = value
     return msg
+
+
+def parse_block(raw: bytes, *, decode_then_strip_cr: bool = False) -> AmiMessage:
+    """Headers of one whole block (terminator or not), as the framer reads them: split at the first ``": "``
+    (else ``":"``), lines without a colon skipped, first value of a repeated key kept, no banner or
+    Event/Response check. CRs are dropped before decoding, as the framer does; ``decode_then_strip_cr``
+    drops them after (``replay.parse_block``'s historical order: it differs only for invalid UTF-8 next
+    to a CR)."""
+    if decode_then_strip_cr:
+        text = raw.decode("utf-8", "replace").replace("\r", "")
+    else:
+        text = (raw.replace(b"\r", b"") if b"\r" in raw else raw).decode("utf-8", "replace")
+    return _headers(text.strip("\n").split("\n"))  # blank lines hold no header: strip them for the fast path
+
+
+def parse_action(raw: bytes | str, *, errors: str = "replace", first_wins: bool = True,
+                 bare_lines: bool = False) -> dict[str, str]:
+    """Headers of an action block a client sent (CRs already dropped), keys lower-cased and both sides
+    stripped: Asterisk reads action headers case-insensitively. Split at the first ``":"``; by default a
+    line without one or with an empty key is skipped and the first value of a repeated key is kept.
+    ``bare_lines`` keeps those lines (key = the stripped line, value ``""``), ``first_wins=False`` keeps
+    the last value, ``errors`` is the UTF-8 decoding policy (bench/ingest.py's minimal peer:
+    ``errors="strict", first_wins=False, bare_lines=True``). A ``str`` is taken as already decoded."""
+    out: dict[str, str] = {}
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors)
+    for line in text.split("\n"):
+        key, sep, value = line.partition(":")
+        k = key.strip().lower()
+        if not bare_lines and (not sep or not k):
+            continue
+        if first_wins and k in out:
+            continue
+        out[k] = value.strip()
+    return out
+
+
+def parse_hms(value: str, *, fractional: bool = True) -> float:
+    """An ``HH:MM:SS`` field (CoreShowChannel ``Duration``) in seconds; anything else → 0.0.
+    ``fractional=False`` also refuses a non-integer seconds part (``"0:0:1.5"`` → 0.0)."""
+    try:
+        h, m, s = value.split(":")
+        if fractional:
+            return int(h) * 3600 + int(m) * 60 + float(s)
+        return float(int(h) * 3600 + int(m) * 60 + int(s))
+    except ValueError:
+        return 0.0
 
 
 def block_decoder() -> Any:

@@ -110,7 +110,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from collector.service.daemon import run_daemon
     from collector.service.config import parse_settings
     from collector.refdata.importer import load_demo
-    from collector.tools.replay import ReplayServer
+    from collector.tools.replay import ReplayOptions, ReplayServer
 
     setup_logging("INFO")
     workdir: Path = args.dir
@@ -123,7 +123,8 @@ async def _demo(args: argparse.Namespace) -> int:
         traces = list(args.trace)
     else:
         traces = [Path(str(resources.files("collector") / "data" / DEMO_TRACE))]
-    replay = ReplayServer(traces, host="127.0.0.1", port=0, speed=args.speed, loop_forever=True)
+    replay = ReplayServer(traces, host="127.0.0.1", port=0,
+                          options=ReplayOptions(speed=args.speed, loop_forever=True))
     ami_port = await replay.start()
     ini = (f"[collector]\nreconcile_interval = 60\n\n[api]\nlisten = 127.0.0.1\nport = {args.port}\n\n"
            f"[database]\npath = {db}\n\n[server:demo]\nhost = 127.0.0.1\nport = {ami_port}\n"

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from collector.ami.framing import BANNER_KEY, RX_TIME_KEY
+from collector.ami.framing import BANNER_KEY, RX_TIME_KEY, parse_hms
 from collector.tracking.calls import CallChange, CallStatus, CallView, Leg
 
 __all__ = ["CallTracker", "TrackerStats", "RX_TIME_KEY", "TRACKER_KEYS"]
@@ -164,15 +164,6 @@ def _leg(ch: _Channel) -> Leg:
     if leg is None:
         leg = ch.leg = Leg(ch.uniqueid, ch.name, ch.state, ch.is_local, ch.created)
     return leg
-
-
-def _duration_seconds(value: str) -> float:
-    """``HH:MM:SS`` (CoreShowChannel Duration) → seconds; anything else → 0."""
-    try:
-        h, m, s = value.split(":")
-        return int(h) * 3600 + int(m) * 60 + float(s)
-    except ValueError:
-        return 0.0
 
 
 class CallTracker:
@@ -553,7 +544,7 @@ class CallTracker:
             return
         if not known:
             srv.stats.resync_added += 1
-            ch.created = srv.event_time - _duration_seconds(msg.get("Duration", ""))
+            ch.created = srv.event_time - parse_hms(msg.get("Duration", ""))
             ch.leg = None
             call = srv.calls.get(ch.linkedid)
             if call is not None:
