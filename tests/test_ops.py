@@ -786,6 +786,7 @@ def test_notifier_speaks_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # a vanished socket: False, logged once, no exception
     gone = Notifier(str(path))
     assert not gone.notify(watchdog=1) and not gone.notify(watchdog=1)
+    gone.close()
     assert not Notifier("vsock:2:1234").enabled and not Notifier("").enabled
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert not Notifier().enabled
