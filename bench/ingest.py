@@ -349,7 +349,7 @@ async def serve_blast(a: dict[str, Any]) -> None:
 
 def _session(port: int, events: str, sink: Any, name: str = "bench") -> Any:
     from collector.ami.session import AmiSession
-    from collector.service.config import AmiServerSettings, CollectorSettings, Secret
+    from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
 
     cfg = AmiServerSettings(name=name, host="127.0.0.1", port=port, username="bench", secret=Secret("bench"),
                             server_id=1, events=events)

@@ -12,7 +12,7 @@ import pytest
 from collector.ami.framing import AmiMessage
 from collector.ami.protocol import FramedAMIProtocol
 from collector.ami.session import AmiSession
-from collector.service.config import AmiServerSettings, CollectorSettings, Secret
+from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
 
 
 class _Transport(asyncio.Transport):

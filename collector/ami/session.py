@@ -23,7 +23,7 @@ from panoramisk import Manager
 
 from collector.ami.framing import AmiMessage
 from collector.ami.protocol import RESYNC_ACTION_PREFIX, FramedAMIProtocol
-from collector.service.config import AmiServerSettings, CollectorSettings
+from collector.ami.settings import AmiServerSettings, CollectorSettings
 from collector.tracking.tracker import TRACKER_KEYS
 
 __all__ = ["AmiSession", "ServerStatus", "TRACKED_EVENTS", "NOISE_EVENTS"]
