@@ -1,11 +1,18 @@
-"""Check that an optimised collector/tracking/tracker.py and collector/ami/framing.py behave exactly like an older revision.
+"""Check that the tracker and the AMI framer behave exactly like an older git revision.
 
     .venv/bin/python -m bench._equiv            # working tree against HEAD
-    .venv/bin/python -m bench._equiv 6065bab    # … against any git revision
+    .venv/bin/python -m bench._equiv 3c8418b    # … against any git revision
+
+Each revision runs in a subprocess of its own, with that revision's tree (``git archive REV``) alone on
+``sys.path``, so the modules may live at any path and import each other as they did then: the tracker is
+``collector.tracking.tracker`` or (older layouts) ``collector.tracker``, the framer ``collector.ami.framing`` or
+``collector.ami_framing``. Each subprocess dumps normalised results (plain tuples, one digest per ``apply``);
+this process compares them. An exported revision has no built C decoder, so its framer runs pure Python.
 
 Tracker: every bundled trace, then 40 perturbed variants of each (dropped and swapped events, reconnects and
-CoreShowChannels lists with random items, mangled fields, a second server), fed message by message to both versions;
-the changes returned by every ``apply`` (as a multiset), the final calls and the stats must be equal.
+CoreShowChannels lists with random items, mangled fields, a second server), fed message by message; the changes
+returned by every ``apply`` (as a multiset), the final calls and the stats must be equal. The feed is what the
+session delivers: the working tree's noise events (skipped by the framer before decoding) are left out.
 Framer: the traces and adversarial byte streams (garbage, repeated keys, lines without ": ", banners, oversized
 blocks, invalid UTF-8, LF-only framing) cut at random points; messages, key order, leftover state and stats must be
 equal. Exit status 0 when equivalent.
@@ -14,66 +21,69 @@ equal. Exit status 0 when equivalent.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import enum
+import gzip
+import hashlib
+import importlib
+import io
+import logging
+import os
+import pickle
 import random
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from collector.ami.framing import BANNER_KEY  # noqa: E402
-from collector.tools.timeline import iter_trace_messages  # noqa: E402
-from collector.tools.traces import read_trace  # noqa: E402
-
 TRACES = ROOT / "tests" / "traces"
+BANNER_KEY = "_Banner"  # the framer's banner pseudo-header, unchanged across revisions
+
+_TRACKER_MODULES = ("collector.tracking.tracker", "collector.tracker")
+_FRAMER_MODULES = ("collector.ami.framing", "collector.ami_framing")
+_FRAMER_NOISE = ("VarSet", "Newexten", "Cdr", "DeviceStateChange")
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+# --------------------------------------------------------------------------------------------- normalising
+
+def _plain(x: Any) -> Any:
+    """Records of any revision (NamedTuple, dataclass, Enum) as plain, picklable, comparable values."""
+    if isinstance(x, enum.Enum):
+        return x.value
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return tuple(_plain(getattr(x, f.name)) for f in dataclasses.fields(x))
+    if isinstance(x, (tuple, list)):
+        return tuple(_plain(v) for v in x)
+    if isinstance(x, dict):
+        return tuple((k, _plain(v)) for k, v in x.items())
+    return x
 
 
-def _old_source(rev: str, rel: str, tmp: Path) -> Path:
-    out = tmp / rel.replace("/", "_")
-    src = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout
-    # revisions before collector/tracking/calls.py became NamedTuples checked the field order with dataclasses.fields
-    src = src.replace(b"tuple(f.name for f in fields(CallView))", b"CallView._fields").replace(
-        b"tuple(f.name for f in fields(Leg))", b"Leg._fields")
-    out.write_bytes(src)
-    return out
+def _digest(x: Any) -> bytes:
+    return hashlib.blake2b(repr(x).encode(), digest_size=8).digest()
 
 
-def _norm(changes: list[Any]) -> list[Any]:
-    return sorted(((c.kind, c.key, c.call) for c in changes), key=lambda x: (x[1], x[0]))
+def _read_trace(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
-def _run_tracker(old: ModuleType, new: ModuleType, msgs: list[dict[str, str]], label: str) -> bool:
-    a, b = old.CallTracker(), new.CallTracker()
-    for i, m in enumerate(msgs):
-        sid = int(m.pop("_sid", 1))
-        ca, cb = _norm(a.apply(sid, dict(m))), _norm(b.apply(sid, dict(m)))
-        if ca != cb:
-            print(f"tracker MISMATCH {label} message {i} ({m.get('Event')}):\n old {ca}\n new {cb}")
-            return False
-    for sid in (1, 2):
-        if sorted(a.calls(sid), key=lambda v: v.linkedid) != sorted(b.calls(sid), key=lambda v: v.linkedid):
-            print(f"tracker MISMATCH {label}: final calls")
-            return False
-        if dataclasses.astuple(a.stats(sid)) != dataclasses.astuple(b.stats(sid)):
-            print(f"tracker MISMATCH {label}: stats {a.stats(sid)} {b.stats(sid)}")
-            return False
-    return True
+def _import_first(names: tuple[str, ...], tree: Path) -> ModuleType:
+    for name in names:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        if not Path(mod.__file__ or "").resolve().is_relative_to(tree.resolve()):
+            raise RuntimeError(f"{name} imported from {mod.__file__}, not from {tree}")
+        return mod
+    raise RuntimeError(f"none of {names} in {tree}")
 
+
+# --------------------------------------------------------------------------------------------- inputs
 
 def _perturb(msgs: list[dict[str, str]], rng: random.Random) -> list[dict[str, str]]:
     flow = [dict(m) for m in msgs if "Response" not in m]
@@ -112,18 +122,19 @@ def _perturb(msgs: list[dict[str, str]], rng: random.Random) -> list[dict[str, s
     return flow
 
 
-def check_tracker(old: ModuleType, new: ModuleType, variants: int = 40) -> bool:
+def _tracker_inputs() -> list[tuple[str, list[dict[str, str]]]]:
+    """The bundled traces as message lists (framed by the working tree), without the session's noise."""
+    sys.path.insert(0, str(ROOT))
+    from collector.ami.session import NOISE_EVENTS
+    from collector.tools.timeline import iter_trace_messages
+    from collector.tracking.tracker import TRACKED_EVENTS
+
+    noise = frozenset(NOISE_EVENTS) - frozenset(TRACKED_EVENTS)
     scenarios: dict[str, list[Path]] = {}
     for p in sorted(TRACES.glob("*.ami*")):
         scenarios.setdefault(p.name.split(".")[0], []).append(p)
-    ok = True
-    for name, paths in sorted(scenarios.items()):
-        msgs = list(iter_trace_messages(sorted(paths)))
-        ok &= _run_tracker(old, new, [dict(m) for m in msgs], name)
-        rng = random.Random(name)
-        for trial in range(variants):
-            ok &= _run_tracker(old, new, _perturb(msgs, rng), f"{name}#{trial}")
-    return ok
+    return [(name, [dict(m) for m in iter_trace_messages(sorted(paths)) if m.get("Event") not in noise])
+            for name, paths in sorted(scenarios.items())]
 
 
 _ADVERSARIAL = [
@@ -139,32 +150,12 @@ _ADVERSARIAL = [
 ]
 
 
-def _run_framer(old: ModuleType, new: ModuleType, data: bytes, cuts: list[int], skip: tuple[str, ...]) -> str | None:
-    fa, fb = old.AmiFramer(skip), new.AmiFramer(skip)
-    prev = 0
-    for cut in sorted(cuts) + [len(data)]:
-        ra, rb = fa.feed(data[prev:cut]), fb.feed(data[prev:cut])
-        if ra != rb or [list(m) for m in ra] != [list(m) for m in rb]:
-            return f"messages differ in bytes {prev}:{cut}"
-        prev = cut
-    # the C decoder keeps the unframed tail as read (with its CRs); the Python path strips them first
-    if fa._buf.replace(b"\r", b"") != fb._buf.replace(b"\r", b"") or fa._discarding != fb._discarding:
-        return f"leftover state differs: {fa._buf[-60:]!r} {fa._discarding} / {fb._buf[-60:]!r} {fb._discarding}"
-    if dataclasses.astuple(fa.stats) != dataclasses.astuple(fb.stats):
-        return f"stats differ: {fa.stats} {fb.stats}"
-    return None
-
-
-def check_framer(old: ModuleType, new: ModuleType, trials: int = 300) -> bool:
-    import logging
-
-    logging.getLogger(old.__name__).setLevel(logging.ERROR)
-    logging.getLogger(new.__name__).setLevel(logging.ERROR)
-    noise = ("VarSet", "Newexten", "Cdr", "DeviceStateChange")
-    datas = [read_trace(p) for p in sorted(TRACES.glob("*.ami*"))]
+def _framer_cases() -> list[tuple[str, bytes, list[int]]]:
+    """(label, bytes, cut points): deterministic, so both revisions' workers build the same list."""
+    datas = [_read_trace(p) for p in sorted(TRACES.glob("*.ami*"))]
     rng = random.Random(1)
-    bad = 0
-    for trial in range(trials):
+    cases = []
+    for trial in range(300):
         parts = [rng.choice(_ADVERSARIAL) for _ in range(rng.randint(1, 30))]
         if rng.random() < 0.3:
             d = rng.choice(datas)
@@ -174,37 +165,116 @@ def check_framer(old: ModuleType, new: ModuleType, trials: int = 300) -> bool:
         if rng.random() < 0.2:
             data = bytes(b if rng.random() > 0.01 else rng.randrange(256) for b in data)
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 50)))) if len(data) > 1 else []
-        for skip in ((), noise):
-            err = _run_framer(old, new, data, cuts, skip)
-            if err:
-                bad += 1
-                print(f"framer MISMATCH adversarial #{trial}: {err}")
-    for d in datas:
+        cases.append((f"adversarial #{trial}", data, cuts))
+    for n, d in enumerate(datas):
         for chunk in (1 << 16, 4096, 7):
             if chunk == 7 and len(d) > 300000:
                 continue
-            for skip in ((), noise):
-                err = _run_framer(old, new, d, list(range(chunk, len(d), chunk)), skip)
-                if err:
-                    bad += 1
-                    print(f"framer MISMATCH trace chunk={chunk}: {err}")
-    return bad == 0
+            cases.append((f"trace {n} chunk={chunk}", d, list(range(chunk, len(d), chunk))))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------- worker side
+
+def _norm_changes(changes: list[Any]) -> list[Any]:
+    return sorted(((c.kind, c.key, _plain(c.call)) for c in changes), key=lambda x: (x[1], x[0]))
+
+
+def _feed_tracker(tr: ModuleType, msgs: list[dict[str, str]]) -> tuple[bytes, Any, Any]:
+    t = tr.CallTracker()
+    digests = bytearray()
+    for m in msgs:
+        sid = int(m.pop("_sid", 1))
+        digests += _digest(_norm_changes(t.apply(sid, dict(m))))
+    calls = tuple(tuple(sorted((_plain(v) for v in t.calls(sid)), key=lambda v: v[1])) for sid in (1, 2))
+    stats = tuple(_plain(t.stats(sid)) for sid in (1, 2))
+    return bytes(digests), calls, stats
+
+
+def _worker(tree: Path, inputs: Path, out: Path, variants: int = 40) -> None:
+    logging.getLogger().setLevel(logging.CRITICAL)
+    tr = _import_first(_TRACKER_MODULES, tree)
+    fr = _import_first(_FRAMER_MODULES, tree)
+    tracker: dict[str, Any] = {}
+    for name, msgs in pickle.loads(inputs.read_bytes()):
+        tracker[name] = _feed_tracker(tr, [dict(m) for m in msgs])
+        rng = random.Random(name)
+        for trial in range(variants):
+            tracker[f"{name}#{trial}"] = _feed_tracker(tr, _perturb(msgs, rng))
+    framer: dict[str, Any] = {}
+    for label, data, cuts in _framer_cases():
+        for skip in ((), _FRAMER_NOISE):
+            f = fr.AmiFramer(skip)
+            steps = []
+            prev = 0
+            for cut in [*cuts, len(data)]:
+                steps.append(_digest(tuple(tuple(m.items()) for m in f.feed(data[prev:cut]))))
+                prev = cut
+            # the C decoder keeps the unframed tail as read (with its CRs); the Python path strips them first
+            framer[f"{label} skip={len(skip)}"] = (b"".join(steps), f._buf.replace(b"\r", b""), f._discarding,
+                                                    _plain(f.stats))
+    out.write_bytes(pickle.dumps({"tracker": tracker, "framer": framer, "files": (tr.__file__, fr.__file__)}))
+
+
+# --------------------------------------------------------------------------------------------- driver side
+
+def _export(rev: str, dest: Path) -> Path:
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    for name in ("collector/tracking/tracker.py", "collector/tracker.py"):
+        p = dest / name
+        if p.is_file():  # revisions before calls.py became NamedTuples checked the field order with fields()
+            p.write_bytes(p.read_bytes().replace(b"tuple(f.name for f in fields(CallView))", b"CallView._fields")
+                          .replace(b"tuple(f.name for f in fields(Leg))", b"Leg._fields"))
+    return dest
+
+
+def _run_worker(tree: Path, inputs: Path, out: Path) -> dict[str, Any]:
+    # -S: no site-packages, whose editable install of the working tree would shadow ``tree``; the tracker and
+    # the framer need only the standard library
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run([sys.executable, "-S", str(Path(__file__).resolve()), "--worker", str(tree), str(inputs), str(out)],
+                   cwd=out.parent, env=env, check=True)
+    result: dict[str, Any] = pickle.loads(out.read_bytes())
+    return result
+
+
+def _first_step(a: bytes, b: bytes) -> int:
+    return next((i // 8 for i in range(0, min(len(a), len(b)), 8) if a[i:i + 8] != b[i:i + 8]), min(len(a), len(b)) // 8)
+
+
+def _compare(kind: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    ok = old.keys() == new.keys()
+    if not ok:
+        print(f"{kind} MISMATCH: different cases {sorted(old.keys() ^ new.keys())[:5]}")
+    for label in old.keys() & new.keys():
+        a, b = old[label], new[label]
+        if a == b:
+            continue
+        ok = False
+        if a[0] != b[0]:
+            print(f"{kind} MISMATCH {label}: step {_first_step(a[0], b[0])} differs")
+        else:
+            print(f"{kind} MISMATCH {label}: final state differs:\n old {a[1:]}\n new {b[1:]}"[:2000])
+    return ok
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--worker"]:
+        _worker(Path(argv[1]), Path(argv[2]), Path(argv[3]))
+        return 0
     rev = argv[0] if argv else "HEAD"
-    with tempfile.TemporaryDirectory() as tmp:
-        old_fr = _load("_old_ami_framing", _old_source(rev, "collector/ami/framing.py", Path(tmp)))
-        new_fr = _load("_new_ami_framing", ROOT / "collector" / "ami_framing.py")
-        fr_ok = check_framer(old_fr, new_fr)
-        print(f"framer vs {rev}: {'equivalent' if fr_ok else 'DIFFERENT'}")
-        old_tr = _load("_old_tracker", _old_source(rev, "collector/tracking/tracker.py", Path(tmp)))
-        new_tr = _load("_new_tracker", ROOT / "collector" / "tracker.py")
-        import logging
-
-        logging.getLogger().setLevel(logging.ERROR)
-        tr_ok = check_tracker(old_tr, new_tr)
-        print(f"tracker vs {rev}: {'equivalent' if tr_ok else 'DIFFERENT'}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        inputs = tmp / "inputs.pkl"
+        inputs.write_bytes(pickle.dumps(_tracker_inputs()))
+        old = _run_worker(_export(rev, tmp / "old"), inputs, tmp / "old.pkl")
+        new = _run_worker(ROOT, inputs, tmp / "new.pkl")
+    fr_ok = _compare("framer", old["framer"], new["framer"])
+    print(f"framer vs {rev}: {'equivalent' if fr_ok else 'DIFFERENT'}")
+    tr_ok = _compare("tracker", old["tracker"], new["tracker"])
+    print(f"tracker vs {rev}: {'equivalent' if tr_ok else 'DIFFERENT'}")
     return 0 if fr_ok and tr_ok else 1
 
 

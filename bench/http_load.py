@@ -108,7 +108,7 @@ def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> 
     lag_wall = array("d")  # when, for the lag over time
 
     class LagDaemon(Daemon):
-        def on_messages(self, server_id: int, msgs: list[dict[str, str]]) -> None:
+        def on_batch(self, server_id: int, msgs: list[dict[str, str]]) -> None:
             now = time.time()
             for msg in msgs:
                 ts = msg.get("Timestamp")
@@ -118,7 +118,7 @@ def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> 
                         lag_wall.append(now)
                     except ValueError:
                         pass
-            super().on_messages(server_id, msgs)
+            super().on_batch(server_id, msgs)
 
     async def run() -> None:
         daemon = LagDaemon(settings)

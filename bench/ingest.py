@@ -12,7 +12,7 @@ on those same bytes, each in a fresh worker process (so one measurement's heap c
 
 (a) panoramisk alone: stock ``panoramisk.ami_protocol.AMIProtocol.data_received`` fed 64 KiB chunks in-process,
     no-op dispatch: the parsing floor any panoramisk-based collector pays.
-(b) tracker alone: ``AmiFramer`` (the session's NOISE_EVENTS skip list and SESSION_KEYS projection) →
+(b) tracker alone: ``AmiFramer`` (the session's NOISE_EVENTS skip list, SESSION_KEYS | TRACKER_KEYS projection) →
     ``CallTracker.apply_many`` (→ LiveTable), in-process, 64 KiB chunks; each stage reported on its own.
 (c) full path: ``collector.tools.replay.ReplayServer`` in fast mode (its own process) → TCP 127.0.0.1 → ``AmiSession``
     (panoramisk Manager + FramedAMIProtocol) → tracker → LiveTable, with the durable table flushing every second
@@ -161,7 +161,7 @@ def worker_tracker(a: dict[str, Any]) -> dict[str, Any]:
     from collector.ami.framing import AmiFramer
     from collector.ami.session import NOISE_EVENTS, SESSION_KEYS
     from collector.live.table import LiveTable
-    from collector.tracking.tracker import CallTracker
+    from collector.tracking.tracker import TRACKER_KEYS, CallTracker
 
     data = Path(a["path"]).read_bytes()
     chunks = _chunks(data)
@@ -170,14 +170,14 @@ def worker_tracker(a: dict[str, Any]) -> dict[str, Any]:
 
     # as the AMI session drives them: the session's skip list and key projection, one apply_many per chunk
     def framer_only() -> dict[str, Any]:
-        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS)
+        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS | TRACKER_KEYS)
         n = 0
         for chunk in chunks:
             n += len(fr.feed(chunk))
         return {"messages": n, "skipped": fr.stats.skipped}
 
     def with_tracker() -> dict[str, Any]:
-        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS)
+        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS | TRACKER_KEYS)
         trk = CallTracker()
         apply_many = trk.apply_many
         changes = 0
@@ -186,7 +186,7 @@ def worker_tracker(a: dict[str, Any]) -> dict[str, Any]:
         return {"changes": changes, "errors": trk.stats(1).errors}
 
     def with_live() -> dict[str, Any]:
-        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS)
+        fr = AmiFramer(NOISE_EVENTS, SESSION_KEYS | TRACKER_KEYS)
         trk = CallTracker()
         live = LiveTable()
         apply_many = trk.apply_many
@@ -347,20 +347,22 @@ async def serve_blast(a: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------- (c) full path
 
-def _session(port: int, events: str, sink: Any, name: str = "bench") -> Any:
+def _session(port: int, events: str, sink: Any, name: str = "bench", reader: Any = None) -> Any:
+    """The session as the daemon builds it (handed the tracker's events and keys), plus ``reader``."""
     from collector.ami.session import AmiSession
-    from collector.service.config import AmiServerSettings, CollectorSettings, Secret
+    from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
+    from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS
 
     cfg = AmiServerSettings(name=name, host="127.0.0.1", port=port, username="bench", secret=Secret("bench"),
                             server_id=1, events=events)
     settings = CollectorSettings(reconcile_interval=1e9, resync_timeout=120.0, ping_timeout=30.0)
-    return AmiSession(cfg, settings, sink)
+    return AmiSession(cfg, settings, sink, events=TRACKED_EVENTS, keys=TRACKER_KEYS, reader=reader)
 
 
 async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
     import logging
 
-    from collector.ami.protocol import FramedAMIProtocol
+    from collector.ami.protocol import READ_MAX, READ_MIN, ReaderOptions
     from collector.live.durable import DurableTable
     from collector.live.table import LiveTable
     from collector.tracking.tracker import CallTracker
@@ -416,22 +418,20 @@ async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
             st["t_last"], st["c_last"] = time.perf_counter(), time.process_time()
             done.set()
 
-    # arrival → visibility: every data_received is timed; every ≥ 5 ms a probe scheduled right behind it reads
-    # LiveTable.rows() as an API request would, and all events completed by that chunk share its latency
+    # arrival → visibility: every read is timed (the protocol's read probe); every ≥ 5 ms a probe scheduled right
+    # behind it reads LiveTable.rows() as an API request would, and all events completed by that chunk share its
+    # latency
     proc_samples: list[tuple[float, int]] = []
     probe_samples: list[tuple[float, int]] = []
-    orig = FramedAMIProtocol.data_received
+    st["n_read"] = 0  # st["n"] when the previous read ended
 
     def probe(t0: float, n: int) -> None:
         live.rows()
         probe_samples.append((time.perf_counter() - t0, n))
 
-    def timed_data_received(self: Any, data: bytes) -> None:
-        t0 = time.perf_counter()
-        n0 = st["n"]
-        orig(self, data)
-        t1 = time.perf_counter()
-        n = st["n"] - n0
+    def read_done(t0: float, t1: float) -> None:
+        n = st["n"] - st["n_read"]
+        st["n_read"] = st["n"]
         if chunk_ts:
             now = time.time()
             e2e.extend(now - ts / e2e_speed for ts in chunk_ts)
@@ -442,12 +442,11 @@ async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
                 st["next_probe"] = t1 + PROBE_EVERY
                 loop.call_soon(probe, t0, n)
 
-    if a.get("probe", True):
-        FramedAMIProtocol.data_received = timed_data_received  # type: ignore[method-assign]
-    if a.get("read_chunk"):  # a fixed read size instead of ami_protocol's adaptive READ_MIN…READ_MAX
-        import collector.ami.protocol as ami_protocol
-        ami_protocol.READ_MIN = ami_protocol.READ_MAX = int(a["read_chunk"])
-    session = _session(int(a["port"]), a["events"], sink)
+    read_min, read_max = READ_MIN, READ_MAX
+    if a.get("read_chunk"):  # a fixed read size instead of the protocol's adaptive READ_MIN…READ_MAX
+        read_min = read_max = int(a["read_chunk"])
+    reader = ReaderOptions(read_min, read_max, read_done if a.get("probe", True) else None)
+    session = _session(int(a["port"]), a["events"], sink, reader=reader)
     flusher = asyncio.create_task(durable.run(1.0)) if durable is not None else None
     t_start = time.perf_counter()
     await session.start()

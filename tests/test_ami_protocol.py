@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from collector.ami.framing import AmiMessage
-from collector.ami.protocol import FramedAMIProtocol
+from collector.ami.protocol import FramedAMIProtocol, ReaderOptions
 from collector.ami.session import AmiSession
-from collector.service.config import AmiServerSettings, CollectorSettings, Secret
+from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
+from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS
 
 
 class _Transport(asyncio.Transport):
@@ -34,7 +35,7 @@ class _Transport(asyncio.Transport):
 
 def _protocol(sink: Callable[[AmiMessage], None]) -> tuple[FramedAMIProtocol, _Transport]:
     """The protocol with a per-message sink (it hands the sink one list per read slice)."""
-    proto = FramedAMIProtocol(lambda msgs: [sink(m) for m in msgs], "t")
+    proto = FramedAMIProtocol(lambda _sid, batch: [sink(m) for m in batch], "t")
     transport = _Transport()
     proto.connection_made(transport)
     return proto, transport
@@ -85,7 +86,8 @@ async def test_untimed_messages_get_the_streams_clock() -> None:
 
 def _session(port: int, **kw: float) -> AmiSession:
     cfg = AmiServerSettings(name="s", host="127.0.0.1", port=port, username="u", secret=Secret("p"), server_id=1)
-    return AmiSession(cfg, CollectorSettings(**kw), lambda _sid, _msg: None)  # type: ignore[arg-type]
+    return AmiSession(cfg, CollectorSettings(**kw), lambda _sid, _batch: None,  # type: ignore[arg-type]
+                      events=TRACKED_EVENTS, keys=TRACKER_KEYS)
 
 
 async def test_an_action_while_disconnected_fails_at_once_instead_of_hanging() -> None:
@@ -139,3 +141,30 @@ async def test_read_size_grows_only_when_other_work_holds_the_loop_and_shrinks_b
     proto.data_received(b"\r\n\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")  # partial: we keep up
     assert transport.max_size == ami_protocol.READ_MIN
     assert seen[-1]["Event"] == "Hangup" and len(seen) > 40_000  # nothing lost on the way
+
+
+def test_the_session_asks_for_and_decodes_what_it_is_handed() -> None:
+    """The composition root hands the session its events and keys; noise never hides a handed event."""
+    cfg = AmiServerSettings(name="s", host="127.0.0.1", port=1, username="u", secret=Secret("p"), server_id=1)
+    session = AmiSession(cfg, CollectorSettings(), lambda _sid, _batch: None, events=("Hangup", "VarSet"),
+                         keys={"Uniqueid"})
+    assert session.filter_events == ("Hangup", "VarSet", "FullyBooted", "Shutdown")
+    assert "VarSet" not in session.skip_events and "Cdr" in session.skip_events
+    assert session.keep_keys is not None and {"Uniqueid", "ActionID", "ListItems"} <= session.keep_keys
+    tracked = AmiSession(cfg, CollectorSettings(), lambda _sid, _batch: None, events=TRACKED_EVENTS,
+                         keys=TRACKER_KEYS)
+    assert "CoreShowChannel" not in tracked.filter_events and "Newchannel" in tracked.filter_events
+
+
+def test_the_read_probe_sees_every_read_and_fixed_bounds_fix_the_read_size() -> None:
+    reads: list[tuple[float, float]] = []
+    batches: list[tuple[int, int]] = []
+    proto = FramedAMIProtocol(lambda sid, batch: batches.append((sid, len(batch))), "t", server_id=7,
+                              reader=ReaderOptions(read_min=4096, read_max=4096,
+                                                   probe=lambda t0, t1: reads.append((t0, t1))))
+    transport = _Transport()
+    proto.connection_made(transport)
+    proto.data_received(b"Event: Newstate\r\nUniqueid: 1\r\n\r\n" * 200)
+    assert len(reads) == 1 and reads[0][0] <= reads[0][1]
+    assert batches == [(7, 200)]
+    assert proto.read_size == 4096

@@ -16,6 +16,7 @@ from collector.ami.framing import AmiFramer, AmiMessage, block_decoder
 from collector.ami.session import NOISE_EVENTS, SESSION_KEYS
 from collector.tools.replay import parse_block, parse_blocks, split_sessions
 from collector.tools.traces import read_trace
+from collector.tracking.tracker import TRACKER_KEYS
 from tests.helpers import ALL_SCENARIOS, trace_paths
 
 FRAGMENTS = [b"Event: ", b"Response: ", b"Event: VarSet\r\n", b"Event: Newstate\r\n", b": ", b":", b"\r\n", b"\n",
@@ -75,7 +76,7 @@ def test_every_bundled_trace_decodes_identically_in_random_splits() -> None:
     for path in _all_traces():
         data = read_trace(path)
         cuts = rng.sample(range(1, len(data)), min(len(data) - 1, 500))
-        for skip, keep in (((), None), (NOISE_EVENTS, SESSION_KEYS)):
+        for skip, keep in (((), None), (NOISE_EVENTS, SESSION_KEYS | TRACKER_KEYS)):
             fast, slow = AmiFramer(skip, keep), AmiFramer(skip, keep, accelerate=False)
             got, want = _feed(fast, data, cuts), _feed(slow, data, cuts)
             _assert_projection(got, want, keep)

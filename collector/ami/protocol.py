@@ -8,7 +8,12 @@ reader, which has measured defects in 1.4 (notes/ami.md §5.4):
   closes the connection: every hand-off here is guarded, and the framer keeps the first header value;
 - it parses ~50k events/s: the framer is ~4x faster and skips unwanted events before decoding.
 Replies to panoramisk's own actions (Login, Ping …) go back to its futures; our resync lists
-(ActionID prefix ``resync-``) and every event go, in wire order, to the session's sink.
+(ActionID prefix ``resync-``) and every event go, in wire order, to a ``BatchSink``.
+
+The path from the socket to the consumer, one named hand-off per layer:
+``data_received(bytes)`` → ``AmiFramer.feed`` → ``MessageBatch`` (one per read slice) → the session's
+``BatchSink`` (``AmiSession._on_batch``: status, resync replies, lifecycle) → the composition root's
+``BatchSink`` (``Daemon.on_batch``: tracker, live table).
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from collector.ami.framing import BANNER_KEY, RX_TIME_KEY, AmiFramer, AmiMessage
 
-__all__ = ["FramedAMIProtocol", "RESYNC_ACTION_PREFIX"]
+__all__ = ["RESYNC_ACTION_PREFIX", "BatchSink", "FramedAMIProtocol", "MessageBatch", "ReadProbe", "ReaderOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +44,40 @@ READ_MAX = 1024 * 1024
 #: A gap this long between two reads that both came back full means other work (HTTP) holds the loop.
 BUSY_GAP = 0.02
 
-#: Bytes framed and handed to the sink at a time (see data_received).
+#: Bytes framed and handed on as one batch at a time (see data_received).
 FRAME_SLICE = 64 * 1024
 
-#: Receives the events (and resync replies) of one slice, in wire order; must guard each message itself.
-Sink = Callable[[list[AmiMessage]], None]
+#: The events (and resync replies) of one read slice, in wire order.
+MessageBatch = list[AmiMessage]
+#: Where a server's batches go: ``(server_id, batch)``. The one hand-off type of the AMI layer, from the
+#: protocol to the session and from the session to its consumer; it must guard each message itself.
+BatchSink = Callable[[int, MessageBatch], None]
+#: A measurement seam (benchmarks): called after each read is handled, with ``time.perf_counter()`` taken
+#: when ``data_received`` began and when it ended.
+ReadProbe = Callable[[float, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderOptions:
+    """How the reader reads: the bounds of its adaptive read size (equal bounds fix it) and an optional
+    probe. Defaults are production's; benchmarks change them here instead of patching the module."""
+
+    read_min: int = READ_MIN
+    read_max: int = READ_MAX
+    probe: ReadProbe | None = None
 
 
 class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
-    def __init__(self, sink: Sink, server: str, skip_events: Iterable[str] = (),
-                 on_bytes: Callable[[int], None] | None = None, keep_keys: Iterable[str] | None = None) -> None:
+    def __init__(self, deliver: BatchSink, server: str, skip_events: Iterable[str] = (),
+                 on_bytes: Callable[[int], None] | None = None, keep_keys: Iterable[str] | None = None, *,
+                 server_id: int = 0, reader: ReaderOptions | None = None) -> None:
         super().__init__()
+        reader = reader or ReaderOptions()
         self._keep = None if keep_keys is None else frozenset(keep_keys)
-        self._sink = sink
+        self._deliver = deliver
         self._server = server
+        self._server_id = server_id
+        self._read_min, self._read_max, self._probe = reader.read_min, reader.read_max, reader.probe
         self._skip = tuple(skip_events)
         self._on_bytes = on_bytes
         self.framer = AmiFramer(self._skip, self._keep)
@@ -59,7 +85,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         self._last_ts_mono = 0.0  # … and when we saw it
         self._pending_ts: str | None = None  # the latest Timestamp of the current chunk, unparsed
         self._chunk_wall = self._chunk_mono = 0.0
-        self.read_size = READ_MIN
+        self.read_size = self._read_min
         self._read_end = 0.0  # monotonic time the previous data_received returned
         self.lag = 0.0  # seconds this reader is behind the stream (see _note_lag)
         self._lag_floor = math.inf
@@ -69,11 +95,13 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         super().connection_made(transport)
         self.framer = AmiFramer(self._skip, self._keep)
         self.lag, self._lag_floor = 0.0, math.inf
-        self.read_size = READ_MIN
+        self.read_size = self._read_min
         if hasattr(transport, "max_size"):
             transport.max_size = self.read_size
 
     def data_received(self, data: bytes) -> None:
+        probe = self._probe
+        started = time.perf_counter() if probe is not None else 0.0
         if self._on_bytes is not None:
             self._on_bytes(len(data))
         # clocks are read once per chunk, not per message: at 100k events/s that is most of this layer
@@ -90,21 +118,26 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
             self._settle_clock()
             self._note_lag(self._last_ts, self._chunk_wall)  # type: ignore[arg-type]
         self._read_end = time.monotonic()
+        if probe is not None:
+            try:
+                probe(started, time.perf_counter())
+            except Exception:
+                log.exception("ami read probe failed server=%s", self._server)
 
     def _adapt_read_size(self, n: int) -> None:
         """asyncio reads one ``max_size`` chunk per loop iteration. Small reads are ~15 % cheaper per event
         (the bytes, messages and tracker state stay in the CPU cache), but when other work (HTTP requests
         rendering 10,000 calls) takes most of each iteration, a 64 KiB read per iteration caps the reader
         below the stream and it falls behind for good. So: a full read after a long gap grows the size
-        (up to READ_MAX: each read is handled in one go and holds the loop that long); a full read after a
-        short gap (the loop has time for us) shrinks it; a partial read means we keep up: back to READ_MIN."""
+        (up to ``read_max``: each read is handled in one go and holds the loop that long); a full read after a
+        short gap (the loop has time for us) shrinks it; a partial read means we keep up: back to ``read_min``."""
         size = self.read_size
         if n < size:
-            new = READ_MIN
+            new = self._read_min
         elif self._chunk_mono - self._read_end > BUSY_GAP:
-            new = min(READ_MAX, size * 4)
+            new = min(self._read_max, size * 4)
         else:
-            new = max(READ_MIN, size // 2)
+            new = max(self._read_min, size // 2)
         if new != size:
             self.read_size = new
             transport = self.transport
@@ -119,7 +152,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
             self.framer = AmiFramer(self._skip, self._keep)
             return
         responses = self.responses
-        events: list[AmiMessage] = []
+        batch: MessageBatch = []
         for msg in messages:
             action_id = msg.get("ActionID")
             if action_id is not None and action_id in responses and not action_id.startswith(
@@ -134,12 +167,12 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
                 log.info("ami banner server=%s version=%s", self._server, self.version)
             else:
                 self._stamp(msg)
-            events.append(msg)
-        if events:
+            batch.append(msg)
+        if batch:
             try:
-                self._sink(events)
+                self._deliver(self._server_id, batch)
             except Exception:  # the sink guards each message itself; this is the belt to its braces
-                log.exception("ami event handling failed server=%s events=%d", self._server, len(events))
+                log.exception("ami event handling failed server=%s events=%d", self._server, len(batch))
 
     def _reply(self, msg: AmiMessage, action_id: str) -> None:
         """A reply to one of panoramisk's own actions (Login, Ping …): its future, not the sink."""

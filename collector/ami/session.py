@@ -7,6 +7,10 @@ went unnoticed), every action bounded by a timeout (an action sent while disconn
 completion as a state of its own (its ``connect()`` resolves on TCP connect). After every login and on
 ``FullyBooted`` the server is resynced with ``CoreShowChannels``; a slow periodic reconciliation follows,
 staggered across servers.
+
+The session knows nothing of its consumer: the composition root hands it the events to ask Asterisk for
+(``events``, the server-side include list with ``send_filter``), the headers to decode (``keys``) and the
+``BatchSink`` that receives every batch after the session has read what concerns itself.
 """
 
 from __future__ import annotations
@@ -15,28 +19,24 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from panoramisk import Manager
 
 from collector.ami.framing import AmiMessage
-from collector.ami.protocol import RESYNC_ACTION_PREFIX, FramedAMIProtocol
-from collector.service.config import AmiServerSettings, CollectorSettings
-from collector.tracking.tracker import TRACKER_KEYS
+from collector.ami.protocol import (
+    RESYNC_ACTION_PREFIX, BatchSink, FramedAMIProtocol, MessageBatch, ReaderOptions,
+)
+from collector.ami.settings import AmiServerSettings, CollectorSettings
 
-__all__ = ["AmiSession", "ServerStatus", "TRACKED_EVENTS", "NOISE_EVENTS"]
+__all__ = ["AmiSession", "NOISE_EVENTS", "SESSION_KEYS", "ServerStatus"]
 
 log = logging.getLogger(__name__)
 
-#: Events the tracker uses; with ``send_filter`` they are the session's server-side include list.
-TRACKED_EVENTS = (
-    "Newchannel", "Newstate", "NewCallerid", "NewConnectedLine", "HangupRequest", "SoftHangupRequest",
-    "Hangup", "DialBegin", "DialState", "DialEnd", "BridgeEnter", "BridgeLeave", "LocalBridge", "Rename",
-    "FullyBooted", "Shutdown",
-)
-#: High-volume events dropped by a bytes prefix test before decoding, for logins that receive them.
+#: High-volume events dropped by a bytes prefix test before decoding, for logins that receive them (an
+#: event the consumer asks for is never dropped, whatever this list says).
 NOISE_EVENTS = (
     "VarSet", "Newexten", "Cdr", "DeviceStateChange", "RTCPSent", "RTCPReceived", "ChallengeSent",
     "SuccessfulAuth", "DTMFBegin", "DTMFEnd", "QueueMemberStatus", "ExtensionStatus", "PeerStatus",
@@ -45,11 +45,13 @@ NOISE_EVENTS = (
 
 #: The events the session reads itself (besides replies): what ends a resync list, and Asterisk restarting.
 _SESSION_EVENTS = frozenset(("CoreShowChannelsComplete", "FullyBooted", "Shutdown"))
-#: Headers the session and its protocol read on top of the tracker's (replies are never projected).
-SESSION_KEYS = TRACKER_KEYS | {"ListItems", "Shutdown", "Restart"}
-
-#: Receives (server_id, the messages of one TCP read slice in wire order); must not raise.
-MessageSink = Callable[[int, list[AmiMessage]], None]
+#: Asterisk's lifecycle events: always asked for, the session itself acts on them.
+_LIFECYCLE_EVENTS = ("FullyBooted", "Shutdown")
+#: Replies to our own CoreShowChannels: sent to the asking login whatever its filter, so not in the filter.
+_RESYNC_REPLY_EVENTS = frozenset(("CoreShowChannel", "CoreShowChannelsComplete"))
+#: Headers the session and its protocol read themselves, decoded on top of the consumer's ``keys``
+#: (replies are never projected).
+SESSION_KEYS = frozenset(("Event", "ActionID", "Timestamp", "ListItems", "Shutdown", "Restart"))
 
 
 @dataclass(slots=True)
@@ -114,13 +116,24 @@ class _Manager(Manager):  # type: ignore[misc]
 
 
 class AmiSession:
-    def __init__(self, cfg: AmiServerSettings, settings: CollectorSettings, sink: MessageSink,
-                 stagger: float = 0.0) -> None:
+    """One server's session. ``deliver`` receives every batch; ``events`` are what the consumer handles
+    (the include list with ``send_filter``; never skipped as noise); ``keys`` the headers it reads (the
+    framer's projection; ``None`` decodes every header); ``reader`` tunes or probes the protocol."""
+
+    def __init__(self, cfg: AmiServerSettings, settings: CollectorSettings, deliver: BatchSink, *,
+                 events: Iterable[str], keys: Iterable[str] | None, stagger: float = 0.0,
+                 reader: ReaderOptions | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
         self.name = cfg.name
         self.server_id = cfg.server_id
-        self._sink = sink
+        self._deliver = deliver
+        wanted = tuple(events)
+        self.filter_events = tuple(dict.fromkeys(
+            e for e in (*wanted, *_LIFECYCLE_EVENTS) if e not in _RESYNC_REPLY_EVENTS))
+        self.skip_events = tuple(e for e in NOISE_EVENTS if e not in frozenset(wanted))
+        self.keep_keys = None if keys is None else frozenset(keys) | SESSION_KEYS
+        self._reader = reader
         self._stagger = stagger
         self.status = ServerStatus(cfg.name, cfg.server_id, cfg.host, cfg.port)
         self.stopping = False
@@ -147,8 +160,9 @@ class AmiSession:
             events="off" if self.cfg.send_filter else self.cfg.events,
             ping_delay=10**9, ping_interval=10**9,  # our own pinger has a pong timeout
             reconnect_timeout=self.settings.reconnect_min,
-            protocol_factory=lambda: FramedAMIProtocol(self._on_messages, self.name, NOISE_EVENTS, self._on_bytes,
-                                                       SESSION_KEYS),
+            protocol_factory=lambda: FramedAMIProtocol(self._on_batch, self.name, self.skip_events, self._on_bytes,
+                                                       self.keep_keys, server_id=self.server_id,
+                                                       reader=self._reader),
             log=logging.getLogger("collector.panoramisk"),
         )
         self._manager.connect()
@@ -266,9 +280,10 @@ class AmiSession:
         self.status.bytes += n
         self.status.last_event_at = time.time()  # per chunk, not per message
 
-    def _on_messages(self, msgs: list[AmiMessage]) -> None:
-        self.status.events += len(msgs)
-        for msg in msgs:  # only resync replies and two lifecycle events concern the session itself
+    def _on_batch(self, server_id: int, batch: MessageBatch) -> None:
+        """The protocol's sink: read what concerns the session, then hand the whole batch on."""
+        self.status.events += len(batch)
+        for msg in batch:  # only resync replies and two lifecycle events concern the session itself
             event = msg.get("Event")
             if event is not None and event not in _SESSION_EVENTS:
                 continue  # nearly every event stops at this one lookup
@@ -280,7 +295,7 @@ class AmiSession:
             elif event == "Shutdown":
                 log.warning("asterisk shutting down server=%s shutdown=%s restart=%s", self.name,
                             msg.get("Shutdown"), msg.get("Restart"))
-        self._sink(self.server_id, msgs)
+        self._deliver(server_id, batch)
 
     def _on_resync_message(self, action_id: str, msg: AmiMessage) -> None:
         fut = self._resync_waiters.get(action_id)
@@ -369,7 +384,7 @@ class AmiSession:
             return
         # POSIX ERE over the whole event text, unanchorable per line: "Event: Hangup" also admits
         # HangupRequest, which the tracker uses anyway
-        regex = "Event: (" + "|".join(TRACKED_EVENTS) + ")"
+        regex = "Event: (" + "|".join(self.filter_events) + ")"
         try:
             resp = await asyncio.wait_for(
                 mgr.send_action({"Action": "Filter", "Operation": "Add", "Filter": regex}), 5.0)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.tracking.calls import CallView, peer_of
+from collector.tracking.calls import AST_STATE_UP, CallView, b_leg_outranks, peer_of
 from collector.refdata.index import RefIndex, tech_class
 from collector.refdata.model import (
     GLOBAL_LOCATION_ID, NO_ENRICHMENT, Destination, Device, Enrichment, LocationRule,
@@ -34,8 +34,6 @@ from collector.refdata.model import (
 __all__ = ["DestinationIndex", "Enricher", "Localizer"]
 
 log = logging.getLogger(__name__)
-
-_UP = 6  # AST_STATE_UP
 
 
 class Localizer:
@@ -234,30 +232,31 @@ class Enricher:
         return Enrichment(**f)
 
     def _b_legs(self, call: CallView) -> _BLegs:
-        """One pass over the non-Local B-legs. Each pick prefers an Up leg, then the newest one: after
-        a failover prov1 → prov2 the call is on prov2; of two ringing devices the last one dialled.
-        A trunk leg is never a destination device."""
+        """One pass over the non-Local B-legs, each pick by the tracker's own rule (``b_leg_outranks``: Up
+        first, then the newest), so the provider and device shown match ``dst_channel``. A trunk leg is
+        never a destination device."""
         out = _BLegs()
-        prov_rank = dev_rank = up_rank = (False, float("-inf"))
+        prov_up = dev_up = False
+        prov_at = dev_at = up_at = 0.0
         a = call.uniqueid
         for leg in call.legs:
             if leg.is_local or leg.uniqueid == a:
                 continue
             key = self._peer_key(leg.channel)
-            up = leg.state == _UP
-            rank = (up, leg.created)
+            up = leg.state == AST_STATE_UP
+            created = leg.created
             prov = self._providers.get(key)
             if prov is not None:
-                if out.provider is None or rank >= prov_rank:
-                    out.provider, prov_rank = prov, rank
+                if out.provider is None or b_leg_outranks(up, created, prov_up, prov_at):
+                    out.provider, prov_up, prov_at = prov, up, created
                 continue
             dev = self._devices.get(key)
             if dev is None:
                 continue
-            if out.device is None or rank >= dev_rank:
-                out.device, dev_rank = dev, rank
-            if up and (out.answered_device is None or rank >= up_rank):
-                out.answered_device, up_rank = dev, rank
+            if out.device is None or b_leg_outranks(up, created, dev_up, dev_at):
+                out.device, dev_up, dev_at = dev, up, created
+            if up and (out.answered_device is None or b_leg_outranks(True, created, True, up_at)):
+                out.answered_device, up_at = dev, created
         return out
 
     def _provider(self, f: dict[str, Any], prov: Provider) -> None:

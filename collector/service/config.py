@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.settings import ApiSettings
+from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
 
 __all__ = [
     "AmiServerSettings", "CollectorSettings", "ConfigError", "HttpSettings", "Secret", "Settings",
@@ -25,41 +26,6 @@ _EVENT_CLASS = re.compile(r"^(on|off|\d+|[a-z]+(,[a-z]+)*)$")
 
 class ConfigError(Exception):
     """One line: where and what."""
-
-
-class Secret(str):
-    """A str that never shows itself in ``repr`` (settings dumps, tracebacks, logs of objects)."""
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-
-@dataclass(frozen=True, slots=True)
-class AmiServerSettings:
-    name: str
-    host: str
-    port: int
-    username: str
-    secret: Secret
-    server_id: int
-    enabled: bool = True
-    events: str = "call,system"
-    send_filter: bool = False  # also send an Action: Filter include list (needs write=system)
-
-
-@dataclass(frozen=True, slots=True)
-class CollectorSettings:
-    log_level: str = "INFO"
-    reconcile_interval: float = 60.0
-    ping_interval: float = 10.0
-    ping_timeout: float = 5.0
-    resync_timeout: float = 15.0
-    reconnect_min: float = 1.0
-    reconnect_max: float = 60.0
-    auth_retry: float = 60.0
-    flush_interval: float = 1.0
-    require_all_servers: bool = False
-    watchdog: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ from api.app import ApiDeps, create_app
 from api.changes import ChangeHub
 from collector.service.ops import add_ops_routes
 from collector import __version__
-from collector.ami.framing import ACCELERATED, AmiMessage
+from collector.ami.framing import ACCELERATED
+from collector.ami.protocol import MessageBatch
 from collector.ami.session import AmiSession
 from collector.service.config import ConfigError, Settings, load_settings
 from collector.live.durable import DurableTable
@@ -32,7 +33,7 @@ from collector.service.logsetup import add_secrets, set_level
 from collector.refdata.store import load_refdata, open_db
 from collector.refdata.index import RefIndex
 from collector.service.sdnotify import Notifier
-from collector.tracking.tracker import CallTracker
+from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS, CallTracker
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -118,8 +119,9 @@ class Daemon:
             self.notifier.notify(ready=1, status=self.status_line())
 
     # ------------------------------------------------------------------ events
-    def on_messages(self, server_id: int, msgs: list[AmiMessage]) -> None:
-        changes = self.tracker.apply_many(server_id, msgs)
+    def on_batch(self, server_id: int, batch: MessageBatch) -> None:
+        """The sessions' ``BatchSink``: one read slice of one server → tracker → live table."""
+        changes = self.tracker.apply_many(server_id, batch)
         if changes:
             self.live.apply(changes)
 
@@ -141,7 +143,9 @@ class Daemon:
                      len(restored))
         enabled = [srv for srv in s.servers if srv.enabled]
         for i, srv in enumerate(enabled):
-            self.sessions.append(AmiSession(srv, s.collector, self.on_messages, stagger=i / max(1, len(enabled))))
+            # the session is told what the tracker handles and reads: the AMI layer knows nothing of the tracker
+            self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
+                                            stagger=i / max(1, len(enabled))))
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live))
         app = create_app(deps)

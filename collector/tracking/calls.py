@@ -12,10 +12,14 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal, NamedTuple
 
-__all__ = ["CallChange", "CallKey", "CallStatus", "CallView", "Leg", "peer_of"]
+__all__ = ["AST_STATE_UP", "CallChange", "CallKey", "CallStatus", "CallView", "Leg", "b_leg_outranks", "peer_of"]
 
 #: (server_id, linkedid): Linkedid is unique per Asterisk, not across servers.
 CallKey = tuple[int, str]
+
+
+#: AST_STATE_UP: a channel in this state is answered.
+AST_STATE_UP = 6
 
 
 class CallStatus(str, Enum):
@@ -56,6 +60,14 @@ class CallChange(NamedTuple):
     kind: Literal["added", "updated", "removed"]
     key: CallKey
     call: CallView | None  # None for "removed"
+
+
+def b_leg_outranks(up: bool, created: float, best_up: bool, best_created: float) -> bool:
+    """The B-leg rule, shared by the tracker (``dst_channel``) and enrichment (provider, called device):
+    an Up leg beats a ringing one, then the newer one wins, and of two equally new the later seen (after a
+    failover prov1 → prov2 the call shows prov2; of two ringing devices, the last one dialled). Scalars,
+    not ``(up, created)`` tuples: the tracker calls it in its hot path and must not allocate there."""
+    return up > best_up or (up == best_up and created >= best_created)
 
 
 def peer_of(channel: str) -> tuple[str, str]:

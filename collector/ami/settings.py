@@ -1,0 +1,46 @@
+"""The AMI layer's settings: one Asterisk server to follow, and the session timings.
+
+They live with the code that reads them (one settings type per layer); ``collector.service.config``
+only builds them from the INI file. ``Secret`` lives here because the AMI login secret is its first user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["AmiServerSettings", "CollectorSettings", "Secret"]
+
+
+class Secret(str):
+    """A str that never shows itself in ``repr`` (settings dumps, tracebacks, logs of objects)."""
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+
+@dataclass(frozen=True, slots=True)
+class AmiServerSettings:
+    name: str
+    host: str
+    port: int
+    username: str
+    secret: Secret
+    server_id: int
+    enabled: bool = True
+    events: str = "call,system"
+    send_filter: bool = False  # also send an Action: Filter include list (needs write=system)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    log_level: str = "INFO"
+    reconcile_interval: float = 60.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    resync_timeout: float = 15.0
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    auth_retry: float = 60.0
+    flush_interval: float = 1.0
+    require_all_servers: bool = False
+    watchdog: bool = True
