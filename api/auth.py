@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from api.errors import (
-    ACCESS_DENIED, API_DISABLED, GET_DISABLED, INCORRECT_HASH, NO_SECRET_KEY, Envelope, MorError,
+    ACCESS_DENIED,
+    API_DISABLED,
+    GET_DISABLED,
+    INCORRECT_HASH,
+    NO_SECRET_KEY,
+    Envelope,
+    MorError,
 )
 from api.params import ActiveCallsQuery
 from api.settings import ApiSettings
@@ -33,7 +39,7 @@ class Role(str, Enum):
     USER = "user"
 
     @classmethod
-    def of(cls, usertype: str) -> "Role":
+    def of(cls, usertype: str) -> Role:
         """Unknown user types get the least privilege (a plain user)."""
         try:
             return cls(usertype)

@@ -107,7 +107,7 @@ class ChangeHub:
         self._routes: dict[int, set[Inbox]] = {}  # user id → inboxes of clients scoped to it
 
     @classmethod
-    def following(cls, table: "SubscribableTable", **kwargs: int) -> "ChangeHub":
+    def following(cls, table: SubscribableTable, **kwargs: int) -> ChangeHub:
         """A hub seeded with the table's rows and subscribed to its changes (the daemon's one-liner)."""
         hub = cls(**kwargs)
         hub.seed(table.rows())

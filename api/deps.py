@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from api.changes import ChangeHub
-from api.settings import ApiSettings
 from api.rows import RowFields
+from api.settings import ApiSettings
 from api.xml import RowRenderer
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex

@@ -12,14 +12,22 @@ import re
 from collections.abc import Callable
 
 from api.errors import (
-    BAD_STATUS, DESTINATION_GROUP_NOT_FOUND, DID_NOT_FOUND, DIRECTION_NOT_FOUND, ORIG_DEVICE_NOT_FOUND,
-    ORIG_USER_NOT_FOUND, PROVIDER_NOT_FOUND, SERVER_NOT_FOUND, TERM_DEVICE_NOT_FOUND,
-    TERM_USER_NOT_FOUND, MorError,
+    BAD_STATUS,
+    DESTINATION_GROUP_NOT_FOUND,
+    DID_NOT_FOUND,
+    DIRECTION_NOT_FOUND,
+    ORIG_DEVICE_NOT_FOUND,
+    ORIG_USER_NOT_FOUND,
+    PROVIDER_NOT_FOUND,
+    SERVER_NOT_FOUND,
+    TERM_DEVICE_NOT_FOUND,
+    TERM_USER_NOT_FOUND,
+    MorError,
 )
 from api.params import ActiveCallsQuery
 from api.scope import RowPredicate, Scope
-from collector.tracking.calls import CallStatus
 from collector.live.table import LiveCall
+from collector.tracking.calls import CallStatus
 
 __all__ = ["build_filters", "like_to_regex", "parse_id"]
 

@@ -32,7 +32,7 @@ def _value(value: object) -> object:
 
 def row_object(fields: RowFields, row: LiveCall, now: float) -> dict[str, object]:
     """One call as a dict with the XML element names and order; ``duration`` at ``now``."""
-    obj = {tag: _value(value) for tag, value in zip(fields.tags(row), fields.values(row))}
+    obj = {tag: _value(value) for tag, value in zip(fields.tags(row), fields.values(row), strict=False)}
     obj["duration"] = duration_seconds(now, row.call.answer_time)  # keeps its place among the keys
     obj["server_id"] = row.call.server_id  # JSON only, last: MOR's XML has no server, the live page needs it
     return obj

@@ -148,7 +148,7 @@ def parse_multipart(content_type: str, data: bytes, limit: int) -> list[Pair]:
         raw_name = part.get_param("name", header="content-disposition")
         if raw_name is None:
             continue
-        name = email.utils.collapse_rfc2231_value(raw_name)  # type: ignore[arg-type]
+        name = email.utils.collapse_rfc2231_value(raw_name)
         payload = part.get_payload(decode=True)
         raw = payload if isinstance(payload, bytes) else b""
         charset = part.get_content_charset() or "utf-8"

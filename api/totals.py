@@ -21,9 +21,9 @@ from api.responses import json_response, wants_json, xml_response
 from api.rows import clean_text
 from api.selection import authorize, check_method, select_rows
 from api.xml import XML_DECLARATION
-from collector.tracking.calls import CallStatus
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
+from collector.tracking.calls import CallStatus
 
 __all__ = ["BAD_GROUP_BY", "GROUP_BY", "Group", "Totals", "active_calls_totals", "count", "render_json",
            "render_xml"]

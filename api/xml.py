@@ -98,7 +98,7 @@ class RowRenderer:
         texts[DURATION_AT] = _DURATION_MARK
         el = etree.Element("active_call")
         sub = etree.SubElement
-        for tag, text in zip(self.fields.tags(row), texts):
+        for tag, text in zip(self.fields.tags(row), texts, strict=False):
             sub(el, tag).text = text
         etree.indent(el, space="  ", level=1)
         data = b"  " + etree.tostring(el, encoding="UTF-8") + b"\n"

@@ -241,7 +241,8 @@ def _run_worker(tree: Path, inputs: Path, out: Path) -> dict[str, Any]:
 
 
 def _first_step(a: bytes, b: bytes) -> int:
-    return next((i // 8 for i in range(0, min(len(a), len(b)), 8) if a[i:i + 8] != b[i:i + 8]), min(len(a), len(b)) // 8)
+    n = min(len(a), len(b))
+    return next((i // 8 for i in range(0, n, 8) if a[i:i + 8] != b[i:i + 8]), n // 8)
 
 
 def _compare(kind: str, old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -318,7 +318,7 @@ def _render(c: _Copy, callsys_only: bool = False) -> Iterator[tuple[float, bool,
             continue
         ts = t.ts + shift
         out = [t.parts[0]]
-        for (kind, val), lit in zip(t.holes, t.parts[1:]):
+        for (kind, val), lit in zip(t.holes, t.parts[1:], strict=False):
             if kind == _TS:
                 out.append(b"%.6f" % ts)
             elif kind == _ID:

@@ -29,12 +29,21 @@ from aiohttp import web  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.deps import ApiDeps  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
-from collector.tracking.calls import CallStatus, CallView, Leg  # noqa: E402
 from collector.live.table import LiveCall  # noqa: E402
 from collector.refdata.index import RefIndex  # noqa: E402
 from collector.refdata.model import (  # noqa: E402
-    Destination, DestinationGroup, Device, Did, Direction, Enrichment, Provider, RefData, Server, User,
+    Destination,
+    DestinationGroup,
+    Device,
+    Did,
+    Direction,
+    Enrichment,
+    Provider,
+    RefData,
+    Server,
+    User,
 )
+from collector.tracking.calls import CallStatus, CallView, Leg  # noqa: E402
 
 PATH = "/billing/api/active_calls_get"
 ADMIN_SECRET, RESELLER_SECRET = "bench-admin", "bench-reseller"
@@ -134,7 +143,7 @@ def signed(refs: RefIndex, username: str, **filters: str) -> dict[str, str]:
     return {"u": username, "hash": hashlib.sha1((username + owner.api_secret_key).encode()).hexdigest(), **filters}
 
 
-def serve(n_calls: int, churn: int, port_queue: "mp.Queue[int]") -> None:
+def serve(n_calls: int, churn: int, port_queue: mp.Queue[int]) -> None:
     """The server process. ``churn`` rows per second are replaced by new (equal) LiveCall objects, as
     the live table does when calls change, so the row cache has real work to do."""
     world = build_world(n_calls)
@@ -243,7 +252,7 @@ async def run_bench(port: int, world: World, seconds: float, clients: int) -> No
                 if status != 200 or b"<error>" in body:
                     errors += 1
                 latencies.append(t)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
 
     connector = aiohttp.TCPConnector(limit=0)
@@ -263,7 +272,7 @@ def main() -> int:
     parser.add_argument("--churn", type=int, default=200, help="rows replaced per second in the server")
     args = parser.parse_args()
     ctx = mp.get_context("fork")
-    ports: "mp.Queue[int]" = ctx.Queue()
+    ports: mp.Queue[int] = ctx.Queue()
     proc = ctx.Process(target=serve, args=(args.calls, args.churn, ports), daemon=True)
     proc.start()
     try:

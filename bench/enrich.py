@@ -25,12 +25,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collector.tracking.calls import CallView  # noqa: E402
 from collector.live.enrich import Enricher  # noqa: E402
 from collector.refdata.importer import demo_data, import_data  # noqa: E402
-from collector.refdata.store import load_refdata  # noqa: E402
 from collector.refdata.index import RefIndex  # noqa: E402
+from collector.refdata.store import load_refdata  # noqa: E402
 from collector.tools.timeline import iter_trace_messages  # noqa: E402
+from collector.tracking.calls import CallView  # noqa: E402
 from collector.tracking.tracker import CallTracker  # noqa: E402
 
 TRACES = ROOT / "tests" / "traces"

@@ -89,9 +89,9 @@ def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> 
 # ------------------------------------------------------------------------------------- daemon process
 
 def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> None:  # type: ignore[name-defined]
+    from collector.refdata.importer import load_demo
     from collector.service.config import parse_settings
     from collector.service.daemon import Daemon
-    from collector.refdata.importer import load_demo
 
     logging.basicConfig(level=logging.WARNING, format="daemon %(levelname)s %(name)s %(message)s")
     db = Path(db_dir) / "collector.db"
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if wall:
             start = wall[0]
             buckets: dict[int, float] = {}
-            for w, lg in zip(wall, lags):
+            for w, lg in zip(wall, lags, strict=False):
                 k = int((w - start) // 5)
                 buckets[k] = max(buckets.get(k, 0.0), lg)
             print("ami lag max per 5 s:", " ".join(f"{buckets[k] * ms:.0f}" for k in sorted(buckets)), "ms")

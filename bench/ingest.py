@@ -243,7 +243,6 @@ def _stop_server(proc: subprocess.Popen[str]) -> None:
 async def serve_replay(a: dict[str, Any]) -> None:
     """collector.tools.replay.ReplayServer in fast mode; optionally parked after ``hold_after`` events."""
     import logging
-
     from dataclasses import replace
 
     from collector.tools.replay import ReplayOptions, ReplayServer
@@ -453,7 +452,7 @@ async def worker_collector(a: dict[str, Any]) -> dict[str, Any]:
     try:
         await asyncio.wait_for(started.wait(), float(a.get("timeout", 600)))
         await asyncio.wait_for(done.wait(), float(a.get("max_seconds") or a.get("timeout", 600)))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     t_end = time.perf_counter()
     stats = tracker.stats(1)

@@ -41,8 +41,8 @@ from api.changes import ChangeHub  # noqa: E402
 from api.deps import ApiDeps  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
 from api.stream import STREAM_KEY  # noqa: E402
-from collector.tracking.calls import CallChange, CallStatus, CallView  # noqa: E402
 from collector.live.table import LiveTable  # noqa: E402
+from collector.tracking.calls import CallChange, CallStatus, CallView  # noqa: E402
 
 log = logging.getLogger("bench.stream")
 
@@ -96,7 +96,7 @@ async def _ingest(table: LiveTable, templates: list, rate: int, stop: asyncio.Ev
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-def serve(rate: int, port_q: "mp.Queue[int]", cmd_q: "mp.Queue[str]", out_q: "mp.Queue[dict]") -> None:
+def serve(rate: int, port_q: mp.Queue[int], cmd_q: mp.Queue[str], out_q: mp.Queue[dict]) -> None:
     logging.basicConfig(level=logging.WARNING, format="server %(levelname)s %(name)s %(message)s")
     world = world_mod.build_world(3000)
     templates = list(world.rows)
@@ -181,7 +181,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_clients(port: int, n_clients: int, admins: int, seconds: float,
-                      cmd_q: "mp.Queue[str]", out_q: "mp.Queue[dict]") -> None:
+                      cmd_q: mp.Queue[str], out_q: mp.Queue[dict]) -> None:
     world = world_mod.build_world(10)
     refs = world.refs
     users = sorted((u for u in refs.users.values() if u.usertype == "user"), key=lambda u: u.id)

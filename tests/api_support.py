@@ -11,18 +11,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from aiohttp import web
 from lxml import etree
 
 from api.app import create_app
 from api.deps import ApiDeps
 from api.settings import ApiSettings
-from aiohttp import web
-from collector.tracking.calls import CallStatus, CallView, Leg
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from collector.refdata.model import (
-    Destination, DestinationGroup, Device, Did, Direction, Enrichment, Provider, RefData, Server, User,
+    Destination,
+    DestinationGroup,
+    Device,
+    Did,
+    Direction,
+    Enrichment,
+    Provider,
+    RefData,
+    Server,
+    User,
 )
+from collector.tracking.calls import CallStatus, CallView, Leg
 
 __all__ = [
     "ALL_IDS", "NOW", "PATH", "REFDATA", "REFS", "ROWS", "SECRETS", "USERS", "VISIBLE", "calls_of",

@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 from lxml import etree
 
-from collector.tracking.calls import CallView
+from collector.refdata.importer import load_demo
 from collector.service.config import Settings, parse_settings
 from collector.service.daemon import Daemon
-from collector.refdata.importer import load_demo
 from collector.tools.timeline import iter_trace_messages
+from collector.tracking.calls import CallView
 from collector.tracking.tracker import CallTracker
 
 ADMIN_SECRET_OWNER = "admin"

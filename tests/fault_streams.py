@@ -68,7 +68,7 @@ def shuffle_within(data: bytes, window: float, seed: int, per_channel_order: boo
                 group[:] = _ordered_shuffle(group, rnd)
             else:
                 rnd.shuffle(group)
-            moved += sum(1 for a, b in zip(before, group) if a is not b)
+            moved += sum(1 for a, b in zip(before, group, strict=False) if a is not b)
         out.extend(group)
         group.clear()
 

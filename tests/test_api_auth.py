@@ -11,7 +11,16 @@ from aiohttp import FormData
 from collector.refdata.index import RefIndex
 from collector.refdata.model import RefData, Server, User
 from tests.api_support import (
-    PATH, ROWS, VISIBLE, calls_of, make_app, message_of, sha, signed, status_error_of, with_settings,
+    PATH,
+    ROWS,
+    VISIBLE,
+    calls_of,
+    make_app,
+    message_of,
+    sha,
+    signed,
+    status_error_of,
+    with_settings,
 )
 
 ALICE_HASH = sha("alice" + "adminsecret")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pytest
@@ -205,7 +205,7 @@ def _reference_like(pattern: str, subject: str) -> bool:
         tokens.append(("any", "") if c == "%" else ("one", "") if c == "_" else ("lit", c))
         i += 1
 
-    @lru_cache(maxsize=None)
+    @cache
     def m(t: int, s: int) -> bool:
         if t == len(tokens):
             return s == len(subject)

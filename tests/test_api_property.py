@@ -51,7 +51,7 @@ class ServerThread:
         self.loop.run_until_complete(runner.cleanup())
         self.loop.close()
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self._thread.start()
         assert self._ready.wait(10)
         return self
@@ -148,7 +148,8 @@ def build(case: Case, junk: Value) -> bytes:
         headers.append("Content-Type: application/json")
     elif case.transport == "multipart":
         parts = [b"--BND\r\nContent-Disposition: form-data; name=\"" + k.encode("utf-8", "surrogatepass")
-                 .replace(b'"', b"") + b"\"\r\n\r\n" + (v if isinstance(v, bytes) else v.encode("utf-8", "surrogatepass"))
+                 .replace(b'"', b"") + b"\"\r\n\r\n"
+                 + (v if isinstance(v, bytes) else v.encode("utf-8", "surrogatepass"))
                  + b"\r\n" for k, v in pairs]
         body = b"".join(parts) + b"--BND--\r\n"
         headers.append("Content-Type: multipart/form-data; boundary=BND")

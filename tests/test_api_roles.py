@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from tests.api_support import (
-    PATH, REFS, ROWS, USERS, calls_of, make_app, message_of, parse, row_dict, signed,
+    PATH,
+    REFS,
+    ROWS,
+    USERS,
+    calls_of,
+    make_app,
+    message_of,
+    parse,
+    row_dict,
+    signed,
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,15 @@ import pytest
 
 from api.app import create_app
 from api.deps import ApiDeps
-from collector.tracking.calls import CallChange
 from collector.live.enrich import Enricher
 from collector.live.table import LiveCall, LiveTable
 from collector.refdata.importer import load_demo
-from collector.refdata.store import load_refdata
 from collector.refdata.index import RefIndex
+from collector.refdata.store import load_refdata
 from collector.tools.timeline import iter_trace_messages, timeline
-from tests.helpers import trace_paths
+from collector.tracking.calls import CallChange
 from tests.api_support import PATH, parse, with_settings
+from tests.helpers import trace_paths
 
 SECRETS = {"admin": "demo-admin-secret", "reseller": "demo-reseller-secret"}
 
@@ -104,7 +104,7 @@ def oracle_filter(world: World, filters: dict[str, str]) -> Callable[[LiveCall],
 
 def expected_xml(rows: list[LiveCall], now: float) -> bytes:
     def fmt(ts: float | None) -> str | None:
-        return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<page>"]
     for r in rows:

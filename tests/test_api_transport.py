@@ -14,11 +14,21 @@ import pytest
 
 from api.app import create_app
 from api.deps import ApiDeps
+from api.errors import MorError
 from api.params import INVALID, build_query, parse_json, parse_multipart, parse_urlencoded
 from api.settings import ApiSettings
-from api.errors import MorError
 from tests.api_support import (
-    NOW, PATH, REFS, calls_of, error_of, make_app, message_of, raw_http, sha, signed, status_error_of,
+    NOW,
+    PATH,
+    REFS,
+    calls_of,
+    error_of,
+    make_app,
+    message_of,
+    raw_http,
+    sha,
+    signed,
+    status_error_of,
     with_settings,
 )
 
@@ -56,7 +66,7 @@ async def test_empty_values_are_absent_so_a_later_value_counts(client: Any) -> N
 
 
 async def test_json_duplicate_keys_first_wins(client: Any) -> None:
-    body = '{"u": "bob", "hash": "%s", "s_status": "answered", "s_status": "ringing"}' % BOB["hash"]
+    body = '{"u": "bob", "hash": "' + BOB["hash"] + '", "s_status": "answered", "s_status": "ringing"}'
     resp = await client.post(PATH, data=body, headers={"Content-Type": "application/json"})
     assert calls_of(await body_of(resp)) == [4, 9]
 
@@ -287,5 +297,5 @@ async def test_stale_row_guard_when_configured(aiohttp_client: Any) -> None:
 
 async def test_concurrent_requests_do_not_interfere(client: Any) -> None:
     results = await asyncio.gather(*(client.post(PATH, data=signed(u)) for u in ["bob", "alice", "res"] * 20))
-    for resp, user in zip(results, ["bob", "alice", "res"] * 20):
+    for resp, user in zip(results, ["bob", "alice", "res"] * 20, strict=False):
         assert calls_of(await body_of(resp)) == {"bob": [4, 5, 9], "alice": [1, 2, 5, 8], "res": [3, 6, 7, 8]}[user]

@@ -8,14 +8,22 @@ from typing import Any
 
 from lxml import etree
 
+from api.errors import Envelope
 from api.rows import CALL_FIELDS, DST_FIELDS, RowFields
 from api.xml import RowRenderer, render_status
-from api.errors import Envelope
-from collector.tracking.calls import CallStatus
 from collector.live.table import LiveCall
 from collector.refdata.model import Enrichment
+from collector.tracking.calls import CallStatus
 from tests.api_support import (
-    NOW, PATH, ROWS, calls_of, make_app, parse, row_dict, signed, with_settings,
+    NOW,
+    PATH,
+    ROWS,
+    calls_of,
+    make_app,
+    parse,
+    row_dict,
+    signed,
+    with_settings,
 )
 
 ROW1 = b"""<?xml version="1.0" encoding="UTF-8"?>

@@ -13,8 +13,15 @@ from collector.tools.replay import ReplayOptions, ReplayServer
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
-from tests.daemon_helpers import (admin_page, barrier, comparable, offline_calls, running_daemon, settings_for,
-                                  wait_until)
+from tests.daemon_helpers import (
+    admin_page,
+    barrier,
+    comparable,
+    offline_calls,
+    running_daemon,
+    settings_for,
+    wait_until,
+)
 
 FAST = ReplayOptions(fast=True)
 
@@ -133,7 +140,8 @@ async def test_shutdown_then_restarted_asterisk_reusing_uniqueids(tmp_path: Path
     src = read_trace(scenario_files("basic_outbound")[0])
     blocks = src.split(b"\r\n\r\n")
     answered = next(i for i, b in enumerate(blocks) if b.startswith(b"Event: DialEnd"))
-    shutdown = b"Event: Shutdown\r\nPrivilege: system,all\r\nTimestamp: 1795701690.000000\r\nShutdown: Cleanly\r\nRestart: True"
+    shutdown = (b"Event: Shutdown\r\nPrivilege: system,all\r\nTimestamp: 1795701690.000000\r\n"
+                b"Shutdown: Cleanly\r\nRestart: True")
     (tmp_path / "s1.ami").write_bytes(b"\r\n\r\n".join(blocks[:answered + 1] + [shutdown]) + b"\r\n\r\n")
     (tmp_path / "s2.ami").write_bytes(src)  # the restarted Asterisk: same Uniqueids, same channel names
     async with ReplayServer([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0, options=FAST) as replay:
@@ -177,8 +185,10 @@ class RawAmi:
                     writer.write(f"Response: Success\r\nActionID: {aid}\r\nMessage: Authentication accepted\r\n\r\n"
                                  "Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n".encode())
                 elif action == "coreshowchannels":
-                    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n"
-                                 f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n".encode())
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
+                                 "Message: Channels will follow\r\n\r\n"
+                                 f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+                                 "ListItems: 0\r\n\r\n".encode())
                 elif action == "ping" and self.answer_pings:
                     writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n\r\n".encode())
                 await writer.drain()

@@ -108,7 +108,7 @@ async def test_every_command_has_a_help_with_a_description() -> None:
     children = [await Child.spawn("help", *cmd, "--help") for cmd, _p in commands]
     try:
         codes = await asyncio.wait_for(asyncio.gather(*(c.exit_code(timeout=20) for c in children)), 25)
-        for (cmd, parser), child, code in zip(commands, children, codes):
+        for (cmd, parser), child, code in zip(commands, children, codes, strict=False):
             name = " ".join(("collector", *cmd))
             assert code == 0 and child.err == "", (name, code, child.err)
             assert child.out.startswith(f"usage: {name}"), (name, child.out[:200])

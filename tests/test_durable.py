@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.tracking.calls import CallChange, CallStatus, CallView, Leg
 from collector.live.durable import ACTIVECALLS_COLUMNS, DurableTable
 from collector.live.table import LiveCall, LiveTable
 from collector.refdata.model import Enrichment
+from collector.tracking.calls import CallChange, CallStatus, CallView, Leg
 
 _FAIL_TRIGGERS = ("INSERT", "UPDATE", "DELETE")
 

@@ -11,16 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.tracking.calls import CallStatus, CallView, Leg
 from collector.live.enrich import DestinationIndex, Enricher, Localizer
 from collector.live.table import LiveTable
 from collector.refdata.importer import load_demo
-from collector.refdata.store import load_refdata
 from collector.refdata.index import RefIndex
 from collector.refdata.model import (
-    NO_ENRICHMENT, Destination, Device, Did, Direction, Enrichment, LocationRule, Provider, RefData, User,
+    NO_ENRICHMENT,
+    Destination,
+    Device,
+    Did,
+    Direction,
+    Enrichment,
+    LocationRule,
+    Provider,
+    RefData,
+    User,
 )
+from collector.refdata.store import load_refdata
 from collector.tools.timeline import iter_trace_messages, timeline
+from collector.tracking.calls import CallStatus, CallView, Leg
 from collector.tracking.tracker import CallTracker
 
 TRACES = Path(__file__).parent / "traces"
@@ -132,7 +141,7 @@ def test_failover_provider_follows_the_current_trunk(enricher: Enricher) -> None
 def test_inbound_did_calls(enricher: Enricher) -> None:
     first, second = calls_of(replay(enricher, "inbound_did.ami"))
     for views, did, to, in [(first, (1, "37052000001"), TO_BOB), (second, (3, "37052000003"), TO_CAROL)]:
-        for call, e in views:
+        for _call, e in views:
             assert src(e) == NOBODY  # the caller is the PSTN, on trunk prov1
             assert (e.provider_id, e.provider_name) == (1, "prov1")
             assert (e.did_id, e.did) == did

@@ -23,14 +23,22 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from collector.tracking.calls import CallView
 from collector.service.daemon import Daemon
 from collector.tools.replay import ReplayOptions, ReplayServer
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
+from collector.tracking.calls import CallView
 from collector.tracking.tracker import CallTracker
-from tests.daemon_helpers import (admin_page, barrier, comparable, mor_hash, offline_calls, running_daemon, settings_for,
-                                  wait_until)
+from tests.daemon_helpers import (
+    admin_page,
+    barrier,
+    comparable,
+    mor_hash,
+    offline_calls,
+    running_daemon,
+    settings_for,
+    wait_until,
+)
 from tests.fault_streams import blocks_of, join_blocks, shift_epochs, shuffle_within
 from tests.helpers import trace_paths, truth_path
 from tests.truth import compare, truth_calls

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,13 +44,13 @@ from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.ami.framing import ACCELERATED
-from collector.tracking.calls import CallView
-from collector.service.logsetup import MASK, RedactingFormatter, add_secrets, redact, setup_logging
 from collector.refdata.importer import demo_data, load_demo
+from collector.service.logsetup import MASK, RedactingFormatter, add_secrets, redact, setup_logging
 from collector.service.sdnotify import Notifier
 from collector.tools.timeline import iter_trace_messages
-from collector.tracking.tracker import CallTracker
 from collector.tools.traces import read_trace
+from collector.tracking.calls import CallView
+from collector.tracking.tracker import CallTracker
 from tests.conftest import scenario_files
 
 PY = sys.executable
@@ -82,7 +82,7 @@ async def until(probe: Callable[[], Awaitable[T | None] | T | None], timeout: fl
         if asyncio.iscoroutine(got):
             try:
                 got = await asyncio.wait_for(got, max(0.05, deadline - loop.time()))
-            except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 got, last = None, exc
         if got:
             return got  # type: ignore[return-value]
@@ -130,7 +130,7 @@ class Child:
 
     @classmethod
     async def spawn(cls, name: str, *args: str | Path, env: Mapping[str, str] | None = None,
-                    cwd: Path | None = None) -> "Child":
+                    cwd: Path | None = None) -> Child:
         proc = await asyncio.create_subprocess_exec(
             PY, "-m", "collector", *map(str, args), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -184,13 +184,13 @@ class Child:
             self.proc.kill()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         for t in self._pumps:
             if not t.done():
                 try:
                     await asyncio.wait_for(t, 2)
-                except (asyncio.TimeoutError, Exception):
+                except (TimeoutError, Exception):
                     t.cancel()
 
 
@@ -426,7 +426,7 @@ def timeless(row: Mapping[str, str]) -> dict[str, str]:
 
 
 def utc(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def assert_log_hygiene(stderr: str, *secrets: str) -> None:
@@ -455,12 +455,12 @@ async def test_notify_ready_after_http_watchdog_status_reload_and_sigterm_flush(
     assert re.fullmatch(r"[01]/1 AMI up, \d+ calls", ready["STATUS"]), ready
     first_ready = stack.notify.indexes("READY")[0]
     assert not any(k in f for _t, f, _r in stack.notify.messages[:first_ready] for k in ("STOPPING", "RELOADING"))
-    await daemon.wait_line(r"api listening address=127\.0\.0\.1 port=%d" % stack.http_port, timeout=2)
+    await daemon.wait_line(rf"api listening address=127\.0\.0\.1 port={stack.http_port}", timeout=2)
 
     # WATCHDOG=1 from the loop at half of WATCHDOG_USEC (0.1 s)
     await until(lambda: len(stack.notify.indexes("WATCHDOG", after=first_ready)) >= 6, 5, "six WATCHDOG=1")
     times = [stack.notify.messages[i][0] for i in stack.notify.indexes("WATCHDOG", after=first_ready)]
-    gap = statistics.median(b - a for a, b in zip(times, times[1:]))
+    gap = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
     assert WATCHDOG_USEC / 4e6 <= gap <= WATCHDOG_USEC / 1e6, f"median WATCHDOG gap {gap:.3f}s"
 
     rows = await stack.settled()
@@ -668,7 +668,7 @@ async def test_sighup_reload_applies_new_reference_data_to_calls_already_up(stac
     assert [(r["uniqueid"], r["answer_time"], r["status"]) for r in after] == \
         [(r["uniqueid"], r["answer_time"], r["status"]) for r in before]
     assert [timeless(r) for r in after] == [_after_change(r) for r in before]
-    changed = sum(timeless(a) != timeless(b) for a, b in zip(after, before))
+    changed = sum(timeless(a) != timeless(b) for a, b in zip(after, before, strict=False))
     assert changed >= 3, "the change should touch several calls that are up"
     assert any(r.get("dst_user") == "Caroline Warehouse" for r in after)
     assert any(r.get("destination_name") == NEW_DESTINATION["name"] for r in after)

@@ -14,13 +14,23 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-from collector.service import dbcli
 from collector.refdata.importer import ImportValidationError, demo_data, import_data, import_file, load_demo
-from collector.refdata.store import (
-    MIGRATIONS, REF_TABLES, SCHEMA_VERSION, RefDataError, RefSource, SqliteRefSource, export_db, init_db,
-    load_refdata, migrate, open_db, schema_version,
-)
 from collector.refdata.model import RefData, User
+from collector.refdata.store import (
+    MIGRATIONS,
+    REF_TABLES,
+    SCHEMA_VERSION,
+    RefDataError,
+    RefSource,
+    SqliteRefSource,
+    export_db,
+    init_db,
+    load_refdata,
+    migrate,
+    open_db,
+    schema_version,
+)
+from collector.service import dbcli
 
 
 @pytest.fixture

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from collector.tools.record import AmiLoginError, record
-from collector.tools.replay import (EventMask, PassRewriter, ReplayEvent, ReplayServer, TraceSession, serve,
-                              split_sessions)
+from collector.tools.replay import (
+    EventMask,
+    PassRewriter,
+    ReplayEvent,
+    ReplayServer,
+    TraceSession,
+    serve,
+    split_sessions,
+)
 from collector.tools.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
 
@@ -313,7 +320,7 @@ async def test_core_show_channels_at_recorded_point_matches_asterisk(replay_serv
         items, complete = await client.list_items()
         mine = [resp.raw] + [b.raw for b in items] + [complete.raw]
         assert len(mine) == len(reply) == 4
-        for ours, theirs in zip(mine, reply):
+        for ours, theirs in zip(mine, reply, strict=False):
             h_ours, h_theirs = headers(ours), headers(theirs)
             assert key_order(ours) == key_order(theirs)
             if "Duration" in h_theirs:
@@ -493,7 +500,8 @@ async def test_loop_mode_brings_new_ids_each_pass(replay_server: ReplayFactory) 
         uids = [h["Uniqueid"] for h in newchannels]
         names = [h["Channel"] for h in newchannels]
         assert len(set(uids)) == 6 and len(set(names)) == 6
-        for a, b_leg in zip(newchannels[::2], newchannels[1::2]):  # each pass: A-leg then B-leg of one call
+        # each pass: A-leg then B-leg of one call
+        for a, b_leg in zip(newchannels[::2], newchannels[1::2], strict=False):
             assert a["Linkedid"] == a["Uniqueid"] and b_leg["Linkedid"] == a["Uniqueid"]
         assert names[0] == "SIP/101-00000002" and names[2] != names[0] and names[2].startswith("SIP/101-")
         assert server.pass_index >= 2 and server.connections_total == 1  # the wrap does not drop the client

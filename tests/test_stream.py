@@ -21,8 +21,8 @@ from api.app import create_app
 from api.changes import ChangeHub
 from api.deps import DEPS_KEY, ApiDeps
 from api.stream import STREAM_KEY, StreamSettings
-from collector.tracking.calls import CallStatus
 from collector.live.table import LiveCall
+from collector.tracking.calls import CallStatus
 from tests.api_support import NOW, REFS, ROWS, SECRETS, signed, with_settings
 
 STREAM = "/billing/api/active_calls_stream"

@@ -11,7 +11,17 @@ from lxml import etree
 
 from api.totals import BAD_GROUP_BY, GROUP_BY
 from tests.api_support import (
-    PATH, REFS, ROWS, SECRETS, error_of, make_app, message_of, parse, signed, status_error_of, with_settings,
+    PATH,
+    REFS,
+    ROWS,
+    SECRETS,
+    error_of,
+    make_app,
+    message_of,
+    parse,
+    signed,
+    status_error_of,
+    with_settings,
 )
 
 TOTALS = "/billing/api/active_calls_totals"

@@ -66,7 +66,7 @@ def test_drops_and_swaps_never_break_invariants(name: str, data: st.DataObject) 
                                  "FullyBooted", "LocalBridge"]), min_size=40, max_size=40))
 def test_garbage_messages_never_raise(msgs: list[dict[str, str]], events: list[str]) -> None:
     trk = CallTracker()
-    for msg, ev in zip(msgs, events):
+    for msg, ev in zip(msgs, events, strict=False):
         msg.setdefault("Event", ev)
         trk.apply(1, msg)
     _check_invariants(trk)

@@ -85,7 +85,8 @@ async def chromium(tmp: Path) -> AsyncIterator[Cdp]:
         async with asyncio.timeout(30):
             while not port_file.exists() or not port_file.read_text().strip():
                 if proc.returncode is not None:
-                    raise RuntimeError(f"chromium exited {proc.returncode}: {(tmp / 'chromium.log').read_text()[-2000:]}")
+                    log_tail = (tmp / "chromium.log").read_text()[-2000:]
+                    raise RuntimeError(f"chromium exited {proc.returncode}: {log_tail}")
                 await asyncio.sleep(0.05)
         port = int(port_file.read_text().split()[0])
         async with aiohttp.ClientSession() as http:
@@ -162,7 +163,7 @@ async def test_page_follows_a_replayed_trace(tmp_path: Path, replay_server: Any)
         history: dict[str, list[str]] = {}
         most = 0
         async with aiohttp.ClientSession() as http:
-            for i, hold in enumerate([*holds[1:], None]):
+            for _i, hold in enumerate([*holds[1:], None]):
                 expected = await api_view(http, base, auth)
                 state = await page_matches(cdp, expected)
                 for uid, status in state["rows"]:
@@ -202,8 +203,8 @@ async def test_page_keeps_up_with_5000_rows(tmp_path: Path) -> None:
     from api.app import create_app
     from api.changes import ChangeHub
     from api.deps import ApiDeps
-    from collector.tracking.calls import CallStatus
     from collector.live.table import LiveCall
+    from collector.tracking.calls import CallStatus
     from tests.api_support import NOW, REFS, ROWS, sha, with_settings
 
     chromium_binary()

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.ami.framing import AmiMessage
-from collector.tracking.calls import CallView
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
+from collector.tracking.calls import CallView
 from collector.tracking.tracker import CallTracker
 
 TruthCalls = dict[str, str]  # linkedid -> "Ringing" | "Answered"

@@ -10,6 +10,7 @@ before any decoding.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import os
@@ -36,7 +37,7 @@ _BANNER_PREFIX = b"Asterisk Call Manager/"
 _fast: Any = None
 if not os.environ.get("COLLECTOR_NO_EXTENSIONS"):
     try:
-        from collector.ami import _fast
+        _fast = importlib.import_module("collector.ami._fast")
     except ImportError:  # not built (no compiler at install time): the Python path is exact, only slower
         log.debug("collector.ami._fast not built; framing in pure Python")
 #: True when the C decoder is in use.

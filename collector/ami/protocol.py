@@ -116,7 +116,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
                 self._frame_and_route(data[i:i + FRAME_SLICE])
         if self._pending_ts is not None:
             self._settle_clock()
-            self._note_lag(self._last_ts, self._chunk_wall)  # type: ignore[arg-type]
+            self._note_lag(self._last_ts, self._chunk_wall)
         self._read_end = time.monotonic()
         if probe is not None:
             try:

@@ -27,7 +27,11 @@ from panoramisk import Manager
 
 from collector.ami.framing import AmiMessage
 from collector.ami.protocol import (
-    RESYNC_ACTION_PREFIX, BatchSink, FramedAMIProtocol, MessageBatch, ReaderOptions,
+    RESYNC_ACTION_PREFIX,
+    BatchSink,
+    FramedAMIProtocol,
+    MessageBatch,
+    ReaderOptions,
 )
 from collector.ami.settings import AmiServerSettings, CollectorSettings
 
@@ -81,7 +85,7 @@ class ServerStatus:
 class _Manager(Manager):  # type: ignore[misc]
     """panoramisk's Manager with our reconnect policy and login bookkeeping."""
 
-    def __init__(self, session: "AmiSession", **config: Any) -> None:
+    def __init__(self, session: AmiSession, **config: Any) -> None:
         super().__init__(**config)
         self._session = session
 
@@ -272,7 +276,7 @@ class AmiSession:
     def _next_delay(self) -> float:
         if self._auth_failed:
             return self.settings.auth_retry * random.uniform(0.9, 1.1)
-        base = min(self.settings.reconnect_max, self.settings.reconnect_min * (2 ** self._attempt))
+        base = min(self.settings.reconnect_max, self.settings.reconnect_min * 2.0 ** self._attempt)
         self._attempt = min(self._attempt + 1, 30)
         return base * random.uniform(0.5, 1.0)
 
@@ -349,7 +353,7 @@ class AmiSession:
                 await self.resync()
             except asyncio.CancelledError:
                 raise
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("ami resync timed out server=%s after %.1fs", self.name, self.settings.resync_timeout)
                 self.drop_connection("resync timeout")
             except Exception as exc:

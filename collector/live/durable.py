@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from collector.tracking.calls import CallKey, CallStatus, CallView, Leg
 from collector.live.table import LiveCall, LiveTable
 from collector.refdata.model import NO_ENRICHMENT
+from collector.tracking.calls import CallKey, CallStatus, CallView, Leg
 
 __all__ = ["ACTIVECALLS_COLUMNS", "DurableTable", "create_table"]
 

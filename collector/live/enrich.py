@@ -24,12 +24,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.tracking.calls import AST_STATE_UP, CallView, b_leg_outranks, peer_of
 from collector.refdata.index import RefIndex, tech_class
 from collector.refdata.model import (
-    GLOBAL_LOCATION_ID, NO_ENRICHMENT, Destination, Device, Enrichment, LocationRule,
-    Provider, RefData, User,
+    GLOBAL_LOCATION_ID,
+    NO_ENRICHMENT,
+    Destination,
+    Device,
+    Enrichment,
+    LocationRule,
+    Provider,
+    RefData,
+    User,
 )
+from collector.tracking.calls import AST_STATE_UP, CallView, b_leg_outranks, peer_of
 
 __all__ = ["DestinationIndex", "Enricher", "Localizer"]
 
@@ -146,7 +153,7 @@ class Enricher:
         self._directions = directions
 
     @classmethod
-    def from_refdata(cls, data: RefData) -> "Enricher":
+    def from_refdata(cls, data: RefData) -> Enricher:
         return cls(RefIndex.build(data))
 
     @property

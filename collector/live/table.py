@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from collector.tracking.calls import CallChange, CallKey, CallView
 from collector.refdata.model import NO_ENRICHMENT, Enrichment
+from collector.tracking.calls import CallChange, CallKey, CallView
 
 __all__ = ["LiveCall", "LiveTable", "Enrich"]
 

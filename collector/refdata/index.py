@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collector.refdata.model import (
-    DestinationGroup, Device, Did, Direction, Provider, RefData, Server, User,
+    DestinationGroup,
+    Device,
+    Did,
+    Direction,
+    Provider,
+    RefData,
+    Server,
+    User,
 )
 
 __all__ = ["RefIndex", "tech_class"]
@@ -37,7 +44,7 @@ class RefIndex:
     dids_by_number: dict[str, Did]
 
     @classmethod
-    def build(cls, data: RefData) -> "RefIndex":
+    def build(cls, data: RefData) -> RefIndex:
         return cls(
             data=data,
             users={u.id: u for u in data.users},

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -156,7 +156,7 @@ def migrate(db: Database, target: int | None = None) -> int:
             step(db)
             db.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                        [version, step.__name__.lstrip("_"),
-                        datetime.now(timezone.utc).isoformat(timespec="seconds")])
+                        datetime.now(UTC).isoformat(timespec="seconds")])
             log.info("schema migration applied version=%d name=%s", version, step.__name__)
         db.execute("COMMIT")
     except BaseException:

@@ -13,10 +13,14 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector import __version__
 from collector.service.config import ConfigError, load_settings
 from collector.service.logsetup import setup_logging
+
+if TYPE_CHECKING:  # the daemon pulls in aiohttp: imported late, by the commands that run it
+    from collector.service.daemon import Daemon
 
 __all__ = ["main", "build_parser"]
 
@@ -107,9 +111,9 @@ async def _run(config: Path) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from collector.service.daemon import run_daemon
-    from collector.service.config import parse_settings
     from collector.refdata.importer import load_demo
+    from collector.service.config import parse_settings
+    from collector.service.daemon import run_daemon
     from collector.tools.replay import ReplayOptions, ReplayServer
 
     setup_logging("INFO")
@@ -131,7 +135,7 @@ async def _demo(args: argparse.Namespace) -> int:
            "username = demo\nsecret = demo\nserver_id = 1\n")
     (workdir / "demo.ini").write_text(ini)
     settings = parse_settings(ini, source=str(workdir / "demo.ini"))
-    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_daemon(settings, started))
     try:
         daemon = await started
@@ -145,9 +149,10 @@ async def _demo(args: argparse.Namespace) -> int:
         await replay.close()
 
 
-def _print_demo_help(daemon: object, port: int) -> None:
+def _print_demo_help(daemon: Daemon, port: int) -> None:
     from api.auth import expected_hash  # the API's own hash rule; imported late (aiohttp) like the daemon
-    refs = getattr(daemon, "refs")
+    refs = daemon.refs
+    assert refs is not None  # the daemon has loaded reference data before it reports started
     url = f"http://127.0.0.1:{port}/billing/api/active_calls_get"
     lines = ["", "Demo running: a real Asterisk trace replayed as a live AMI server, looped.", ""]
     admin = next((u for u in refs.data.users if u.usertype == "admin"), None)
@@ -224,4 +229,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"collector: {exc}\n")
         return 2
     parser.error(f"unknown command {args.command}")
-    return 2

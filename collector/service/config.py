@@ -7,6 +7,7 @@ nor a log line can show them.
 
 from __future__ import annotations
 
+import builtins
 import configparser
 import re
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ class _Reader:
             return default
         return value
 
-    def int(self, section: str, key: str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
+    def int(self, section: builtins.str, key: builtins.str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
         value = self.raw(section, key)
         if value is None or value == "":
             if default is None:
@@ -86,7 +87,7 @@ class _Reader:
             raise self.fail(section, key, f"{n} out of range {lo}..{hi}")
         return n
 
-    def float(self, section: str, key: str, default: float, lo: float = 0.0, hi: float = 1e9) -> float:
+    def float(self, section: builtins.str, key: builtins.str, default: float, lo: float = 0.0, hi: float = 1e9) -> float:
         value = self.raw(section, key)
         if value is None or value == "":
             return default
@@ -98,7 +99,7 @@ class _Reader:
             raise self.fail(section, key, f"{x} out of range {lo}..{hi}")
         return x
 
-    def bool(self, section: str, key: str, default: bool) -> bool:
+    def bool(self, section: builtins.str, key: builtins.str, default: bool) -> bool:
         value = self.raw(section, key)
         if value is None or value == "":
             return default

@@ -20,18 +20,18 @@ from aiohttp import web
 
 from api.app import ApiDeps, create_app
 from api.changes import ChangeHub
-from collector.service.ops import add_ops_routes
 from collector import __version__
 from collector.ami.framing import ACCELERATED
 from collector.ami.protocol import MessageBatch
 from collector.ami.session import AmiSession
-from collector.service.config import ConfigError, Settings, load_settings
 from collector.live.durable import DurableTable
 from collector.live.enrich import Enricher
 from collector.live.table import LiveTable
-from collector.service.logsetup import add_secrets, set_level
-from collector.refdata.store import load_refdata, open_db
 from collector.refdata.index import RefIndex
+from collector.refdata.store import load_refdata, open_db
+from collector.service.config import ConfigError, Settings, load_settings
+from collector.service.logsetup import add_secrets, set_level
+from collector.service.ops import add_ops_routes
 from collector.service.sdnotify import Notifier
 from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS, CallTracker
 

@@ -42,7 +42,7 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="PATH", default=DEFAULT_DB_PATH, help=_DB_HELP)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``db init|import|demo|export`` to a CLI's subparsers; returns the ``db`` parser."""
     db = subparsers.add_parser(
         "db", help="reference data database: init, import, demo, export",

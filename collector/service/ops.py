@@ -42,7 +42,9 @@ PREFIX = "collector"
 class DaemonView(Protocol):
     """What the ops endpoints read from the daemon (kept narrow so tests can pass a stand-in)."""
 
-    sessions: Sequence[Any]
+    @property
+    def sessions(self) -> Sequence[Any]: ...
+
     tracker: Any
     live: Any
     started_at: float
@@ -122,7 +124,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="collector"'}
 
 def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None = None) -> None:
     registry = CollectorRegistry()
-    registry.register(_StateCollector(daemon))  # type: ignore[arg-type]
+    registry.register(_StateCollector(daemon))
     requests = PromCounter(f"{PREFIX}_api_requests", "HTTP requests", ["endpoint", "code"], registry=registry)
     duration = Histogram(f"{PREFIX}_api_request_duration_seconds", "HTTP request duration", ["endpoint"],
                          registry=registry,

@@ -112,9 +112,9 @@ async def record(host: str, port: int, username: str, secret: str, out: Path, ev
             while True:
                 if read_task is None:
                     read_task = asyncio.create_task(reader.read(_CHUNK))
-                wait_on: set[asyncio.Task[object]] = {read_task}  # type: ignore[arg-type]
+                wait_on: set[asyncio.Task[object]] = {read_task}
                 if stop_task is not None:
-                    wait_on.add(stop_task)  # type: ignore[arg-type]
+                    wait_on.add(stop_task)
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 done, _ = await asyncio.wait(wait_on, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if stop_task is not None and stop_task in done:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from collector.ami.framing import AmiFramer, AmiMessage
-from collector.tracking.calls import CallView
 from collector.tools.traces import read_trace
+from collector.tracking.calls import CallView
 from collector.tracking.tracker import CallTracker
 
 __all__ = ["TimelineFrame", "call_to_json", "iter_trace_messages", "timeline", "write_timeline"]

@@ -357,9 +357,10 @@ class CallTracker:
         # call: see views.call_view); anything else changes nothing visible
         call = srv.calls.get(ch.linkedid)
         view = None if call is None else call.view
-        if view is None or (bridge and view.status is CallStatus.RINGING) or (
+        if call is None or view is None or (bridge and view.status is CallStatus.RINGING) or (
                 left and view.status is CallStatus.ANSWERED and not (
-                    ch.state == AST_STATE_UP and not ch.is_local and ch.uniqueid != ch.linkedid and call.caller is not ch)):
+                    ch.state == AST_STATE_UP and not ch.is_local and ch.uniqueid != ch.linkedid
+                    and call.caller is not ch)):
             touched.add(ch.linkedid)
 
     def _unify_linkedids(self, srv: Server, bridge: str, touched: set[str]) -> None:

@@ -254,7 +254,7 @@ class ClientHub:
         write_timeout = self.asterisk.options.write_timeout
         try:
             await asyncio.wait_for(client.writer.drain(), write_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             log.warning("replay: client %s did not read for %.1f s; disconnecting", client.peer, write_timeout)
             self.close(client)
             client.writer.transport.abort()

@@ -32,8 +32,7 @@ from collector.tools.replay.channels import ChannelRecord, ChannelTable
 from collector.tools.replay.clients import Client, ClientHub, privilege_classes
 from collector.tools.replay.options import ReplayOptions
 from collector.tools.replay.rewrite import PassRewriter
-from collector.tools.replay.trace import (TIMESTAMP_RE, TraceSeed, TraceSession, load_sessions, parse_block,
-                                          parse_blocks)
+from collector.tools.replay.trace import TIMESTAMP_RE, TraceSeed, TraceSession, load_sessions, parse_block, parse_blocks
 
 __all__ = ["ReplayEvent", "ReplayOptions", "ReplayServer", "serve"]
 
@@ -129,7 +128,7 @@ class ReplayServer:
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
             self._server = None
         for w in self._waiters:
@@ -356,7 +355,7 @@ class ReplayServer:
             # whether a client listens changes only while this task waits: known until the next await
             listening = False
             apply_state, broadcast, classes_of = self.state.apply, self._broadcast, self._classes
-            for raw, msg in zip(raws, parse_blocks(raws, self._decoder)):
+            for raw, msg in zip(raws, parse_blocks(raws, self._decoder), strict=False):
                 name = msg.get("Event", "")
                 if name == "Newchannel" or name == "Hangup":
                     seen_channel_event = True
