@@ -94,6 +94,8 @@ class Figures:
     agreement_pct: float = 100.0
     answered_to_ringing: int = 0
     answered_to_ringing_calls: int = 0
+    answered_to_ringing_in_windows: int = 0  # of which inside a disconnected window
+    answered_to_ringing_truth_ringing: int = 0  # of which CoreShowChannels also said Ringing at that tick
     b_leg_rows: int = 0
     b_leg_row_instants: int = 0
     api_rows_without_channel: int = 0  # row-instants, beyond the slack, judged instants only
@@ -169,7 +171,7 @@ def judge(ticks: Sequence[Tick], windows: Sequence[Window]) -> Figures:
     last_status: dict[str, str] = {}
     flipped: set[str] = set()
     b_rows: set[str] = set()
-    for tk in ticks:
+    for i, tk in enumerate(ticks):
         if tk.rows is None:
             continue
         fig.peak_api_rows = max(fig.peak_api_rows, len(tk.rows))
@@ -178,8 +180,14 @@ def judge(ticks: Sequence[Tick], windows: Sequence[Window]) -> Figures:
             if last_status.get(rid) == "Answered" and r["status"] == "Ringing":
                 fig.answered_to_ringing += 1
                 flipped.add(rid)
+                in_window = any(w.covers(tk.t) for w in windows)
+                fig.answered_to_ringing_in_windows += in_window
+                idx_i, tc_i = index[i] or {}, truth[i] or {}
+                t_status = tc_i.get(idx_i[r["uniqueid"]][0]) if r["uniqueid"] in idx_i else None
+                fig.answered_to_ringing_truth_ringing += t_status == "Ringing"
                 _example(fig, "answered_to_ringing", f"t={tk.t - t0:.1f}s id={rid} uniqueid={r['uniqueid']} "
-                                                     f"channel={r['channel']}")
+                                                     f"channel={r['channel']} truth={t_status} "
+                                                     f"in_disconnected_window={in_window}")
             last_status[rid] = r["status"]
             linked = uid_linked.get(r["uniqueid"])
             if LOCAL_B.match(r["channel"]) or (linked is not None and linked != r["uniqueid"]):

@@ -195,7 +195,9 @@ def assert_bars(fig: Figures, windows: list[Any], ghost_rows: list[str]) -> None
                       f"{fig.examples.get('status_disagreements', [])[:5]}")
     if fig.answered_to_ringing:
         failed.append(f"Answered→Ringing: {fig.answered_to_ringing} transitions on "
-                      f"{fig.answered_to_ringing_calls} calls (bar 0); e.g. {fig.examples.get('answered_to_ringing')}")
+                      f"{fig.answered_to_ringing_calls} calls (bar 0; {fig.answered_to_ringing_in_windows} inside "
+                      f"disconnected windows, {fig.answered_to_ringing_truth_ringing} where CoreShowChannels also "
+                      f"said Ringing); e.g. {fig.examples.get('answered_to_ringing')}")
     if fig.b_leg_rows:
         failed.append(f"B-leg rows: {fig.b_leg_rows} rows ({fig.b_leg_row_instants} row-instants) show a B-leg "
                       f"uniqueid (bar 0); e.g. {fig.examples.get('b_leg_rows', [])[:5]}")
