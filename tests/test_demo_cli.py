@@ -151,7 +151,7 @@ async def test_bad_config_is_one_line_naming_section_and_key_exit_2(tmp_path: Pa
             children.append((path, where, await Child.spawn("bad-config", command, "--config", path, env=env,
                                                             cwd=tmp_path)))
         for path, where, child in children:
-            assert await child.exit_code(timeout=20) == 2, (where, child.err)
+            assert await child.exit_code(timeout=60) == 2, (where, child.err)
             lines = child.err.splitlines()
             assert len(lines) == 1 and child.out == "", (where, child.out, child.err)
             assert str(path) in lines[0] and where in lines[0], (where, lines[0])
