@@ -78,7 +78,8 @@ class MariaDB:
                f"--port={self.port}", "--bind-address=127.0.0.1", f"--pid-file={self.root / 'pid'}",
                f"--log-error={self.root / 'error.log'}", "--skip-name-resolve", "--skip-log-bin",
                "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=64M", "--max-connections=50",
-               "--character-set-server=utf8mb4", *self._user()]
+               "--character-set-server=utf8mb4", "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+               "--innodb-flush-method=nosync", "--sync-frm=0", *self._user()]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:  # poll the socket until the server answers a handshake (no blind sleep)

@@ -35,8 +35,8 @@ class RefdataSettings:
         return self.source == "mysql"
 
     def describe(self) -> str:
-        """Where it connects, for logs and /status: never the password."""
+        """Where it connects, for logs and /status: never the password (nor the user)."""
         if not self.mysql:
             return "file"
         where = self.mysql_socket or f"{self.mysql_host}:{self.mysql_port}"
-        return f"mysql://{self.mysql_user}@{where}/{self.mysql_database}"
+        return f"mysql://{where}/{self.mysql_database}"

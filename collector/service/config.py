@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.refdata.settings import REFDATA_SOURCES, RefdataSettings  # [refdata] (issue #15)
+
 __all__ = [
     "AmiServerSettings", "ApiListenSettings", "CollectorSettings", "ConfigError", "Secret", "Settings",
     "load_settings", "parse_settings",
@@ -79,6 +81,7 @@ class Settings:
     api: ApiListenSettings
     database: Path
     servers: tuple[AmiServerSettings, ...] = field(default=())
+    refdata: RefdataSettings = field(default_factory=RefdataSettings)  # [refdata] (issue #15)
 
 
 class _Reader:
@@ -151,10 +154,11 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
     except configparser.Error as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
     r = _Reader(parser, source, sources)
-    known = {"collector", "api", "database"}
+    known = {"collector", "api", "database", "refdata"}
     for section in parser.sections():
         if section not in known and not section.startswith("server:"):
-            raise r.fail(section, "*", "unknown section (expected [collector], [api], [database], [server:NAME])")
+            raise r.fail(section, "*", "unknown section (expected [collector], [api], [database], [refdata], "
+                                            "[server:NAME])")
 
     level = r.str("collector", "log_level", "INFO").upper()
     if level not in _LOG_LEVELS:
@@ -222,7 +226,41 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
         if srv.enabled:
             ids[srv.server_id] = name
         servers.append(srv)
-    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers))
+    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers),
+                    refdata=_parse_refdata(r))
+
+
+# --- [refdata] (issue #15: reference data from MOR's MySQL) ------------------------------------------
+def _parse_refdata(r: _Reader) -> RefdataSettings:
+    """``[refdata]``: ``source = file`` (default; nothing else read) or ``mysql`` (the MOR sync)."""
+    sec = "refdata"
+    source = r.str(sec, "source", "file").lower()
+    if source not in REFDATA_SOURCES:
+        raise r.fail(sec, "source", f"one of {', '.join(REFDATA_SOURCES)}, got {source!r}")
+    if source == "file":
+        return RefdataSettings()
+    import importlib.util
+
+    if importlib.util.find_spec("pymysql") is None:
+        raise r.fail(sec, "source", "mysql needs PyMySQL: pip install 'mor-active-calls-collector[mysql]'")
+    socket = r.str(sec, "mysql_socket", "")
+    ca = r.str(sec, "mysql_tls_ca", "")
+    if ca and not Path(ca).is_file():
+        raise r.fail(sec, "mysql_tls_ca", f"no such file: {ca}")
+    return RefdataSettings(
+        source=source,
+        mysql_host=r.str(sec, "mysql_host", "127.0.0.1" if socket else None),
+        mysql_port=r.int(sec, "mysql_port", 3306, 1, 65535),
+        mysql_socket=socket,
+        mysql_user=r.str(sec, "mysql_user"),
+        mysql_password=Secret(r.str(sec, "mysql_password", "")),
+        mysql_database=r.str(sec, "mysql_database", "mor"),
+        refresh_interval=r.float(sec, "refresh_interval", 300.0, 1.0, 86400.0),
+        mysql_tls=r.bool(sec, "mysql_tls", False),
+        mysql_tls_ca=ca,
+        mysql_tls_verify=r.bool(sec, "mysql_tls_verify", True),
+    )
+# --- end [refdata] ----------------------------------------------------------------------------------
 
 
 def load_settings(path: Path) -> Settings:
@@ -253,4 +291,4 @@ def load_settings(path: Path) -> Settings:
             lines.append(f"{key} = {value}")
     settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent, sources=sources)
     return Settings(path=path, collector=settings.collector, api=settings.api,
-                    database=settings.database, servers=settings.servers)
+                    database=settings.database, servers=settings.servers, refdata=settings.refdata)
