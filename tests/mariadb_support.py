@@ -88,10 +88,11 @@ class MariaDB:
             try:
                 self.admin().close()
                 return
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - not up yet: any connect error means "poll again"
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"mariadbd did not accept connections in {timeout}s: {self._log_tail()}")
+                    raise RuntimeError(f"mariadbd did not accept connections in {timeout}s: "
+                                       f"{self._log_tail()}") from exc
                 time.sleep(0.05)
 
     def _log_tail(self) -> str:

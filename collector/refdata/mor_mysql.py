@@ -115,7 +115,7 @@ class MorSnapshot:
 # ---------------------------------------------------------------------------------------------- connect
 def _driver() -> Any:
     try:
-        import pymysql
+        import pymysql  # type: ignore[import-untyped]
     except ImportError:
         raise MorSyncError("[refdata] source = mysql needs PyMySQL: "
                            "pip install 'mor-active-calls-collector[mysql]'") from None
@@ -153,7 +153,7 @@ def connect(s: RefdataSettings) -> Any:
 
 
 def _mysql_message(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     if len(args) >= 2:
         return f"({args[0]}) {args[1]}"
     return str(exc) or type(exc).__name__

@@ -47,7 +47,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         sys.stderr.write(f"collector db sync: warning: skipped {s.table} id {s.id}: {s.reason}\n")
     width = max(len(t) for t in report.tables)
     for table, c in report.tables.items():
-        print(f"{table:<{width}}  added {c.added:>6}  changed {c.changed:>6}  removed {c.removed:>6}  rows {c.total:>7}")
+        print(f"{table:<{width}}  added {c.added:>6}  changed {c.changed:>6}  removed {c.removed:>6}  "
+              f"rows {c.total:>7}")
     print(f"{settings.database}: synced from {report.source} in {report.seconds:.2f}s, "
           f"{len(report.skipped)} row(s) skipped")
     return 0
