@@ -237,3 +237,31 @@ def test_db_sync_cli_output_and_exit_codes(tmp_path: Path, mor_db: MorDb,
     assert "source is 'file': nothing to sync" in capsys.readouterr().err
     assert cli.main(["db", "sync", "-c", str(tmp_path / "missing.ini")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_later_syncs_read_only_what_changed_and_its_dependents(tmp_path: Path, mor_db: MorDb) -> None:
+    db = tmp_path / "c.db"
+    mor_db.execute("INSERT INTO devices (id, name, device_type, user_id, location_id) VALUES (50, 'late', 'SIP', 77, 1)")
+    first = sync_once(settings_of(mor_db), db)
+    assert first.ok and [(s.table, s.id) for s in first.skipped] == [("devices", 50)]
+    assert first.state is not None and first.state.fingerprints
+    # nothing changed: nothing read, nothing written, the skip still reported
+    same = sync_once(settings_of(mor_db), db, first.state)
+    assert same.ok and same.tables == {} and not same.changed
+    assert [(s.table, s.id) for s in same.skipped] == [("devices", 50)]
+    # a destination renamed: only destinations read
+    mor_db.execute("UPDATE destinations SET name = 'Renamed' WHERE id = 1",
+                   "UPDATE users SET balance = balance + 1")  # a column we do not read: no re-read of users
+    one = sync_once(settings_of(mor_db), db, same.state)
+    assert one.ok and set(one.tables) == {"destinations"} and one.tables["destinations"].changed == 1
+    # the missing user appears: users and its dependents re-read, the device comes in
+    mor_db.execute("INSERT INTO users (id, username, usertype, owner_id) VALUES (77, 'late', 'user', 0)")
+    back = sync_once(settings_of(mor_db), db, one.state)
+    assert back.ok and {"users", "devices", "providers", "dids"} <= set(back.tables)
+    assert back.skipped == [] and back.tables["devices"].added == 1
+    # Bob is deleted in MOR while his device stays: that device (an unchanged row) is now skipped
+    mor_db.execute("DELETE FROM users WHERE id = 3")
+    gone = sync_once(settings_of(mor_db), db, back.state)
+    assert gone.ok, gone.error
+    assert {(s.table, s.id) for s in gone.skipped} >= {("devices", 2)}
+    assert 3 not in {u.id for u in load_refdata(db).users}

@@ -202,6 +202,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.refsync is not None:  # issue #15: the sync worker process
+            await asyncio.to_thread(self.refsync.close)
         if self.durable is not None:
             n = self.durable.flush_sync()
             self.durable.close()

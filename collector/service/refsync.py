@@ -1,8 +1,10 @@
 """The daemon's side of the MOR MySQL sync (``[refdata] source = mysql``): when to sync, what happened.
 
-Why a worker thread: PyMySQL is blocking, and reading 100,000 destinations plus the importer's checks
-take seconds; on the event loop that would stall AMI reading long enough for Asterisk to drop us
-(``writetimeout``). A failed sync changes nothing: the SQLite keeps the last good data, the index in
+Why a worker process (one, kept, started with ``spawn``): PyMySQL is blocking and pure Python, and
+reading 100,000 destinations plus the importer's checks take seconds of CPU. On the event loop that
+would stall AMI reading long enough for Asterisk to drop us (``writetimeout``); even in a worker thread
+it competes for the GIL (stalls of 60-700 ms measured on a loaded 2-core machine, bench/mysql_sync.py).
+In its own process it only shares the SQLite file; the report that comes back is small. A failed sync changes nothing: the SQLite keeps the last good data, the index in
 memory keeps serving, and ``/readyz`` stays ready once data exists — only ``/status`` and the metrics
 say the sync is failing. Never shows credentials: ``status()`` names host, port and database only.
 """
@@ -11,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from collector.refdata.index import RefIndex
-from collector.refdata.mor_sync import SyncReport, sync_once
+from collector.refdata.mor_sync import SyncReport, SyncState, TableChanges, log_skipped, sync_once
 from collector.refdata.settings import RefdataSettings
 
 __all__ = ["RefdataSync", "refdata_metrics", "refdata_status"]
@@ -41,15 +47,40 @@ class RefdataSync:
         self.syncs = 0
         self.failures = 0
         self.consecutive_failures = 0
+        self.state: SyncState | None = None  # fingerprints of the last good sync: unchanged tables not re-read
+        self.tables: dict[str, TableChanges] = {}  # per table: the last sync's changes, current totals
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def _run(self) -> SyncReport:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, sync_once, self.settings, self.db_path, self.state, False)
+        except BrokenProcessPool:  # the worker died (OOM killer …): a failed sync, a new worker next time
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            report = SyncReport(source=self.settings.describe(), started_at=time.time(), finished_at=time.time(),
+                                error="the sync worker process died")
+            return report
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     async def sync(self) -> SyncReport:
         async with self.lock:
-            report = await asyncio.to_thread(sync_once, self.settings, self.db_path)
+            report = await self._run()
+        log_skipped(report)
         self.syncs += 1
         self.last = report
         if report.ok:
             self.last_ok = report
+            self.state = report.state
             self.consecutive_failures = 0
+            self.tables = {t: report.tables.get(t) or TableChanges(total=c.total) for t, c in self.tables.items()}
+            self.tables.update(report.tables)
             log.info("refdata sync ok source=%s %s", self.where(), report.summary())
         else:
             self.failures += 1
@@ -81,7 +112,8 @@ class RefdataSync:
             "error": None if last is None or last.ok else last.error,
             "last_ok_sync": None if self.last_ok is None else round(self.last_ok.finished_at, 3),
             "seconds": None if last is None else round(last.seconds, 3),
-            "counts": {} if self.last_ok is None else self.last_ok.counts(),
+            "counts": {t: {"added": c.added, "changed": c.changed, "removed": c.removed, "total": c.total}
+                       for t, c in self.tables.items()},
             "skipped": 0 if self.last_ok is None else len(self.last_ok.skipped),
             "syncs": self.syncs, "failures": self.failures,
             "refresh_interval": self.settings.refresh_interval,
