@@ -241,7 +241,8 @@ def test_db_sync_cli_output_and_exit_codes(tmp_path: Path, mor_db: MorDb,
 
 def test_later_syncs_read_only_what_changed_and_its_dependents(tmp_path: Path, mor_db: MorDb) -> None:
     db = tmp_path / "c.db"
-    mor_db.execute("INSERT INTO devices (id, name, device_type, user_id, location_id) VALUES (50, 'late', 'SIP', 77, 1)")
+    mor_db.execute("INSERT INTO devices (id, name, device_type, user_id, location_id) "
+                   "VALUES (50, 'late', 'SIP', 77, 1)")
     first = sync_once(settings_of(mor_db), db)
     assert first.ok and [(s.table, s.id) for s in first.skipped] == [("devices", 50)]
     assert first.state is not None and first.state.fingerprints

@@ -16,7 +16,9 @@ schema onto ours:
   ``ApiSwitches`` (our model keeps those switches in ``[api]``, not per owner).
 
 Every table is read inside one consistent-snapshot, read-only transaction, so a MOR admin editing while
-we read cannot give us a device whose user we did not see.
+we read cannot give us a device whose user we did not see. Periodic syncs first ask the server for a
+fingerprint of each table (row count and CRC32 aggregates over the columns we read, computed in C on
+the server): only tables whose fingerprint moved, and the tables referring to them, are read again.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Why a worker process (one, kept, started with ``spawn``): PyMySQL is blocking an
 reading 100,000 destinations plus the importer's checks take seconds of CPU. On the event loop that
 would stall AMI reading long enough for Asterisk to drop us (``writetimeout``); even in a worker thread
 it competes for the GIL (stalls of 60-700 ms measured on a loaded 2-core machine, bench/mysql_sync.py).
-In its own process it only shares the SQLite file; the report that comes back is small. A failed sync changes nothing: the SQLite keeps the last good data, the index in
-memory keeps serving, and ``/readyz`` stays ready once data exists — only ``/status`` and the metrics
-say the sync is failing. Never shows credentials: ``status()`` names host, port and database only.
+In its own process it only shares the SQLite file; the report that comes back is small.
+
+A failed sync changes nothing: the SQLite keeps the last good data, the index in memory keeps serving,
+and ``/readyz`` stays ready once data exists — only ``/status`` and the metrics say the sync is failing. Never shows credentials: ``status()`` names host, port and database only.
 """
 
 from __future__ import annotations
