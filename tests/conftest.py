@@ -55,3 +55,7 @@ async def replay_server() -> AsyncIterator[ReplayFactory]:
     yield make
     for server in servers:
         await server.close()
+
+
+# --- issue #15: a private MariaDB for the MOR MySQL sync tests (session scope; see tests/mariadb_support.py)
+from tests.mariadb_support import mariadb, mor_db  # noqa: E402,F401

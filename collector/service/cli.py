@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             settings = load_settings(args.config)
             enabled = sum(1 for s in settings.servers if s.enabled)
-            print(f"{args.config}: ok ({enabled} AMI server(s) enabled, database {settings.database})")
+            extra = f", refdata {settings.refdata.describe()}" if settings.refdata.mysql else ""  # issue #15
+            print(f"{args.config}: ok ({enabled} AMI server(s) enabled, database {settings.database}{extra})")
             return 0
         if args.command == "demo":
             return asyncio.run(_demo(args))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from api.settings import ApiSettings
 from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
+from collector.refdata.settings import REFDATA_SOURCES, RefdataSettings  # [refdata] (issue #15)
 
 __all__ = [
     "AmiServerSettings", "CollectorSettings", "ConfigError", "HttpSettings", "Secret", "Settings",
@@ -47,6 +48,7 @@ class Settings:
     database: Path
     servers: tuple[AmiServerSettings, ...] = field(default=())
     http: HttpSettings = field(default_factory=HttpSettings)
+    refdata: RefdataSettings = field(default_factory=RefdataSettings)  # [refdata] (issue #15)
 
 
 class _Reader:
@@ -73,7 +75,8 @@ class _Reader:
             return default
         return value
 
-    def int(self, section: builtins.str, key: builtins.str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
+    def int(self, section: builtins.str, key: builtins.str, default: int | None = None, lo: int = 0,
+            hi: int = 2**31) -> int:
         value = self.raw(section, key)
         if value is None or value == "":
             if default is None:
@@ -87,7 +90,8 @@ class _Reader:
             raise self.fail(section, key, f"{n} out of range {lo}..{hi}")
         return n
 
-    def float(self, section: builtins.str, key: builtins.str, default: float, lo: float = 0.0, hi: float = 1e9) -> float:
+    def float(self, section: builtins.str, key: builtins.str, default: float, lo: float = 0.0,
+              hi: float = 1e9) -> float:
         value = self.raw(section, key)
         if value is None or value == "":
             return default
@@ -119,10 +123,11 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
     except configparser.Error as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
     r = _Reader(parser, source, sources)
-    known = {"collector", "api", "database"}
+    known = {"collector", "api", "database", "refdata"}
     for section in parser.sections():
         if section not in known and not section.startswith("server:"):
-            raise r.fail(section, "*", "unknown section (expected [collector], [api], [database], [server:NAME])")
+            raise r.fail(section, "*", "unknown section (expected [collector], [api], [database], [refdata], "
+                                            "[server:NAME])")
 
     level = r.str("collector", "log_level", "INFO").upper()
     if level not in _LOG_LEVELS:
@@ -173,7 +178,8 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
         if srv.enabled:
             ids[srv.server_id] = name
         servers.append(srv)
-    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers), http=http)
+    return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers), http=http,
+                    refdata=_parse_refdata(r))
 
 
 # ---------------------------------------------------------------------------------------------- [api]
@@ -240,6 +246,39 @@ def _api_settings(r: _Reader) -> ApiSettings:
         raise r.fail("api", "*", str(exc)) from None
 
 
+# --- [refdata] (issue #15: reference data from MOR's MySQL) ------------------------------------------
+def _parse_refdata(r: _Reader) -> RefdataSettings:
+    """``[refdata]``: ``source = file`` (default; nothing else read) or ``mysql`` (the MOR sync)."""
+    sec = "refdata"
+    source = r.str(sec, "source", "file").lower()
+    if source not in REFDATA_SOURCES:
+        raise r.fail(sec, "source", f"one of {', '.join(REFDATA_SOURCES)}, got {source!r}")
+    if source == "file":
+        return RefdataSettings()
+    import importlib.util
+
+    if importlib.util.find_spec("pymysql") is None:
+        raise r.fail(sec, "source", "mysql needs PyMySQL: pip install 'mor-active-calls-collector[mysql]'")
+    socket = r.str(sec, "mysql_socket", "")
+    ca = r.str(sec, "mysql_tls_ca", "")
+    if ca and not Path(ca).is_file():
+        raise r.fail(sec, "mysql_tls_ca", f"no such file: {ca}")
+    return RefdataSettings(
+        source=source,
+        mysql_host=r.str(sec, "mysql_host", "127.0.0.1" if socket else None),
+        mysql_port=r.int(sec, "mysql_port", 3306, 1, 65535),
+        mysql_socket=socket,
+        mysql_user=r.str(sec, "mysql_user"),
+        mysql_password=Secret(r.str(sec, "mysql_password", "")),
+        mysql_database=r.str(sec, "mysql_database", "mor"),
+        refresh_interval=r.float(sec, "refresh_interval", 300.0, 1.0, 86400.0),
+        mysql_tls=r.bool(sec, "mysql_tls", False),
+        mysql_tls_ca=ca,
+        mysql_tls_verify=r.bool(sec, "mysql_tls_verify", True),
+    )
+# --- end [refdata] ----------------------------------------------------------------------------------
+
+
 def load_settings(path: Path) -> Settings:
     """Read ``path`` plus ``conf.d/*.ini`` beside it (later files override keys of earlier ones)."""
     if not path.is_file():
@@ -268,4 +307,5 @@ def load_settings(path: Path) -> Settings:
             lines.append(f"{key} = {value}")
     settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent, sources=sources)
     return Settings(path=path, collector=settings.collector, api=settings.api,
-                    database=settings.database, servers=settings.servers, http=settings.http)
+                    database=settings.database, servers=settings.servers, http=settings.http,
+                    refdata=settings.refdata)

@@ -32,6 +32,7 @@ from collector.refdata.store import load_refdata, open_db
 from collector.service.config import ConfigError, Settings, load_settings
 from collector.service.logsetup import add_secrets, set_level
 from collector.service.ops import add_ops_routes
+from collector.service.refsync import RefdataSync  # issue #15
 from collector.service.sdnotify import Notifier
 from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS, CallTracker
 
@@ -69,6 +70,8 @@ class Daemon:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: bool = False  # READY=1 sent
     _reload_task: asyncio.Future[None] | None = None
+    refsync: RefdataSync | None = None  # [refdata] source = mysql (issue #15)
+    _refresh_task: asyncio.Future[None] | None = None  # a periodic MOR sync + swap in progress
 
     # ------------------------------------------------------------------ reference data
     def load_reference(self) -> tuple[RefIndex, Enricher]:
@@ -102,6 +105,13 @@ class Daemon:
                     set_level(new.collector.log_level)
                     self.log_level = new.collector.log_level
                     log.info("reload log_level=%s", new.collector.log_level)
+                if self.refsync is not None and new.refdata.mysql:  # issue #15
+                    self.refsync.settings = new.refdata
+                    add_secrets([str(new.refdata.mysql_password)])
+            if self._refresh_task is not None and not self._refresh_task.done():  # issue #15: one at a time
+                await asyncio.wait([self._refresh_task])
+            if self.refsync is not None:  # issue #15: MOR → SQLite first (a failure keeps the last data)
+                await self.refsync.sync()
             old = self.refs
             index, enricher = await asyncio.to_thread(self.load_reference)
             changed = self.apply_reference(index, enricher)
@@ -132,6 +142,10 @@ class Daemon:
         self.log_level = s.collector.log_level
         add_secrets([str(srv.secret) for srv in s.servers] + [str(s.http.status_token or "")])
         self.settings.database.parent.mkdir(parents=True, exist_ok=True)
+        if s.refdata.mysql:  # issue #15: sync at start; MySQL down → serve the last good SQLite data
+            add_secrets([str(s.refdata.mysql_password)])
+            self.refsync = RefdataSync(s.refdata, s.database)
+            await self.refsync.sync()
         self.apply_reference(*self.load_reference())
         self.durable = DurableTable(s.database, self.live)
         restored = self.durable.load()
@@ -165,6 +179,8 @@ class Daemon:
         if interval and s.collector.watchdog:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="sd-status"))
+        if self.refsync is not None:  # issue #15
+            self._tasks.append(asyncio.create_task(self._refsync_loop(), name="refdata-sync"))
         self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
         self._ready = True
 
@@ -183,6 +199,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.refsync is not None:  # issue #15: the sync worker process
+            await asyncio.to_thread(self.refsync.close)
         if self.durable is not None:
             n = self.durable.flush_sync()
             self.durable.close()
@@ -217,6 +235,31 @@ class Daemon:
                 self.notifier.notify(status=line)
                 last = line
 
+    # ------------------------------------------------------------------ MOR MySQL sync (issue #15)
+    async def _refsync_loop(self) -> None:
+        """Every refresh_interval (sooner after a failure): sync, and swap the index only if MOR changed.
+        A SIGHUP reload in progress already syncs, so this tick is skipped."""
+        assert self.refsync is not None
+        while True:
+            await asyncio.sleep(self.refsync.next_delay())
+            if self._reload_task is not None and not self._reload_task.done():
+                continue
+            self._refresh_task = asyncio.ensure_future(self._refresh_refdata())
+            await asyncio.wait([self._refresh_task])
+
+    async def _refresh_refdata(self) -> None:
+        assert self.refsync is not None
+        try:
+            report = await self.refsync.sync()
+            if report.ok and report.changed:
+                index, enricher = await asyncio.to_thread(self.load_reference)
+                changed = self.apply_reference(index, enricher)
+                log.info("refdata swapped users=%d devices=%d dids=%d destinations=%d calls_changed=%d",
+                         len(index.data.users), len(index.data.devices), len(index.data.dids),
+                         len(index.data.destinations), changed)
+        except Exception:
+            log.exception("refdata refresh failed, keeping the previous reference data")
+
     def status_line(self) -> str:
         up = sum(1 for s in self.sessions if s.status.logged_in)
         return f"{up}/{len(self.sessions)} AMI up, {len(self.live)} calls"
@@ -224,6 +267,8 @@ class Daemon:
     def ready(self) -> tuple[bool, str]:
         if self.refs is None:
             return False, "reference data not loaded"
+        if self.refsync is not None and (why := self.refsync.not_ready(self.refs)):  # issue #15
+            return False, why
         up = sum(1 for s in self.sessions if s.status.logged_in)
         if not self.sessions:
             return True, "no AMI server configured"

@@ -80,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", metavar="FILE", help="write to FILE (atomically) instead of standard output")
     _add_db(p)
     p.set_defaults(func=cmd_export)
+
+    from collector.service.synccli import add_sync_parser  # issue #15: db sync (MOR MySQL)
+    add_sync_parser(sub)
     return db
 
 

@@ -29,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import __version__
 from collector.ami.framing import ACCELERATED
+from collector.service.refsync import refdata_metrics, refdata_status  # issue #15
 
 #: Which AMI decoder runs: "c" (collector/ami/_fast.c, built at install) or "python" (exact, about half
 #: the ingest speed).
@@ -103,6 +104,7 @@ class _StateCollector:
         yield ready
         yield CounterMetricFamily(f"{PREFIX}_reloads", "Reference data reloads (SIGHUP) completed",
                                   value=d.reloads)
+        yield from refdata_metrics(getattr(d, "refsync", None))  # issue #15
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
@@ -184,6 +186,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
             "calls": {"total": len(rows),
                       "answered": sum(1 for r in rows if r.call.status.value == "Answered")},
             "servers": servers,
+            "refdata": refdata_status(getattr(daemon, "refsync", None), getattr(daemon, "refs", None)),  # #15
         })
 
     async def metrics(request: web.Request) -> web.Response:
