@@ -176,13 +176,13 @@ def load_source(name: str) -> Source:
             live_calls[lk] = n + 1
             deltas.append((ts, 1 if n == 0 else 0, 1))
         elif ev == b"Hangup":
-            lk = live_ch.pop(f.get(b"Uniqueid", b""), None)
-            if lk is not None:
-                n = live_calls[lk] - 1
+            gone = live_ch.pop(f.get(b"Uniqueid", b""), None)
+            if gone is not None:
+                n = live_calls[gone] - 1
                 if n:
-                    live_calls[lk] = n
+                    live_calls[gone] = n
                 else:
-                    del live_calls[lk]
+                    del live_calls[gone]
                 deltas.append((ts, -1 if n == 0 else 0, -1))
     if not templates:
         raise ValueError(f"{name}: no event kept")
@@ -192,8 +192,8 @@ def load_source(name: str) -> Source:
         if cur > peak:
             peak, t_peak = cur, t
     names: dict[str, int] = {}
-    for t in templates:
-        key = t.event.decode()
+    for tpl in templates:
+        key = tpl.event.decode()
         names[key] = names.get(key, 0) + 1
     return Source(name, templates, templates[0].ts, t_peak, peak, deltas, len(linkedids), names)
 

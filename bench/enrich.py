@@ -56,7 +56,7 @@ def big_data(n_destinations: int, n_devices: int, seed: int = 7) -> dict[str, li
     directions = [{"id": 100 + i, "name": f"Country {i}", "code": f"C{i:03d}"} for i in range(250)]
     groups = [{"id": 100 + i, "name": f"Group {i}"} for i in range(500)]
     taken = {d["prefix"] for d in data["destinations"]}
-    dests = []
+    dests: list[dict[str, Any]] = []
     while len(dests) < n_destinations:
         prefix = str(rnd.randint(1, 9)) + "".join(rnd.choices("0123456789", k=rnd.randint(1, 8)))
         if prefix in taken:

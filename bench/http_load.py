@@ -32,7 +32,10 @@ import sys
 import tempfile
 import time
 from array import array
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -70,7 +73,7 @@ def call_system_trace(src: Path, dst: Path) -> tuple[int, float]:
     return events, (max(stamps) - min(stamps)) if stamps else 0.0
 
 
-def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
+def _replay_main(trace: str, speed: float, port_q: mp.Queue[int], stop: ProcessEvent) -> None:
     from collector.tools.replay import ReplayOptions, ReplayServer
 
     logging.basicConfig(level=logging.WARNING, format="replay %(levelname)s %(message)s")
@@ -88,7 +91,7 @@ def _replay_main(trace: str, speed: float, port_q: mp.Queue, stop: mp.Event) -> 
 
 # ------------------------------------------------------------------------------------- daemon process
 
-def _daemon_main(ami_port: int, db_dir: str, conn: mp.connection.Connection) -> None:  # type: ignore[name-defined]
+def _daemon_main(ami_port: int, db_dir: str, conn: Connection) -> None:
     from collector.refdata.importer import load_demo
     from collector.service.config import parse_settings
     from collector.service.daemon import Daemon
@@ -173,7 +176,7 @@ def _users() -> list[tuple[str, str, dict[str, str], str]]:
 
 
 async def _client(http: aiohttp.ClientSession, url: str, users: list[tuple[str, str, dict[str, str], str]],
-                  deadline: float, rnd: random.Random, lat: array, errors: list[str]) -> None:  # type: ignore[type-arg]
+                  deadline: float, rnd: random.Random, lat: array[float], errors: list[str]) -> None:
     while time.monotonic() < deadline:
         user, secret, filters, label = rnd.choice(users)
         data = {"u": user, "hash": hashlib.sha1((user + secret).encode()).hexdigest(), **filters}
@@ -188,9 +191,10 @@ async def _client(http: aiohttp.ClientSession, url: str, users: list[tuple[str, 
         lat.append(time.perf_counter() - t)
 
 
-async def _status(http: aiohttp.ClientSession, port: int) -> dict:  # type: ignore[type-arg]
+async def _status(http: aiohttp.ClientSession, port: int) -> dict[str, Any]:
     async with http.get(f"http://127.0.0.1:{port}/status") as resp:
-        return await resp.json()  # type: ignore[no-any-return]
+        status: dict[str, Any] = await resp.json()
+        return status
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -200,7 +204,7 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def _load(port: int, clients: int, seconds: float,
-                conn: mp.connection.Connection) -> dict:  # type: ignore[name-defined,type-arg]
+                conn: Connection) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}{PATH}"
     users = _users()
     connector = aiohttp.TCPConnector(limit=0)
@@ -219,7 +223,7 @@ async def _load(port: int, clients: int, seconds: float,
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         st0 = await _status(http, port)
         t0 = time.monotonic()
-        lat: array = array("d")  # type: ignore[type-arg]
+        lat: array[float] = array("d")
         errors: list[str] = []
         deadline = t0 + seconds
         if clients:
@@ -249,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    port_q: mp.Queue[int] = ctx.Queue()
     parent, child = ctx.Pipe()
     with tempfile.TemporaryDirectory(prefix="http_load.") as tmp:
         trace = Path(tmp) / "concurrent_load.call_system.ami"

@@ -51,8 +51,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -63,9 +64,24 @@ PACED_SPEED = 1.0  # x the merged trace's own rate for the "paced" run (1.0: 20-
 PACED_WARMUP = 2.0  # seconds after the switch to timed mode before measuring (the fast part's backlog drains)
 PROBE_EVERY = 0.02  # seconds between two LiveTable.rows() probes (each rebuilds the tuple of every row)
 RESULT = "RESULT "
-FULL = dict(min_events=1_000_000, min_peak_calls=10_300, memory_calls=(10_000, 50_000), tracemalloc_calls=(10_000,),
+
+
+class Size(TypedDict):
+    """One run's sizes (FULL or QUICK)."""
+
+    min_events: int
+    min_peak_calls: int
+    memory_calls: tuple[int, ...]
+    tracemalloc_calls: tuple[int, ...]
+    resync_channels: int
+    repeat: int
+    paced_seconds: int
+    rounds: int
+
+
+FULL = Size(min_events=1_000_000, min_peak_calls=10_300, memory_calls=(10_000, 50_000), tracemalloc_calls=(10_000,),
             resync_channels=10_000, repeat=1, paced_seconds=20, rounds=5)
-QUICK = dict(min_events=50_000, min_peak_calls=400, memory_calls=(1_000, 5_000), tracemalloc_calls=(1_000,),
+QUICK = Size(min_events=50_000, min_peak_calls=400, memory_calls=(1_000, 5_000), tracemalloc_calls=(1_000,),
              resync_channels=800, repeat=2, paced_seconds=5, rounds=3)
 
 
@@ -644,7 +660,8 @@ def _run_worker(name: str, args: dict[str, Any], timeout: float = 900) -> dict[s
                           cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=timeout)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT):
-            return json.loads(line[len(RESULT):])
+            result: dict[str, Any] = json.loads(line[len(RESULT):])
+            return result
     raise RuntimeError(f"worker {name} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
 
 
@@ -671,9 +688,14 @@ def main(argv: list[str] | None = None) -> int:
         from collector.service.daemon import tune_gc
         tune_gc()  # every worker, (a) included, runs with the daemon's GC thresholds
         args = json.loads(ns.args)
-        fn = {"panoramisk": worker_panoramisk, "tracker": worker_tracker, "memory": worker_memory,
-              "collector": worker_collector, "resync": worker_resync}[ns.worker]
-        res = asyncio.run(fn(args)) if asyncio.iscoroutinefunction(fn) else fn(args)
+        sync_workers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "panoramisk": worker_panoramisk, "tracker": worker_tracker, "memory": worker_memory}
+        async_workers: dict[str, Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]] = {
+            "collector": worker_collector, "resync": worker_resync}
+        if ns.worker in async_workers:
+            res = asyncio.run(async_workers[ns.worker](args))
+        else:
+            res = sync_workers[ns.worker](args)
         _emit(res)
         return 0
     return orchestrate(ns)
@@ -806,8 +828,9 @@ def orchestrate(ns: argparse.Namespace) -> int:
         res["rounds"] = per_round
         # (c') call,system again: with fixed 1 MiB reads instead of ami_protocol's adaptive size (what a loop
         # busy with HTTP gets), and without the durable table (what it costs)
-        variants = [("chunk", {"read_chunk": 1024 * 1024, "db": str(workdir / "activecalls-chunk.db")}),
-                    ("nodurable", {"probe": False})]
+        variants: list[tuple[str, dict[str, Any]]] = [
+            ("chunk", {"read_chunk": 1024 * 1024, "db": str(workdir / "activecalls-chunk.db")}),
+            ("nodurable", {"probe": False})]
         for key, extra in variants:
             if key not in phases:
                 continue
@@ -892,7 +915,7 @@ def _start_server_async(kind: str, args: dict[str, Any]) -> _Pending:
     return _Pending(kind, args)
 
 
-def report(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> str:
+def report(res: dict[str, Any], wire: dict[str, int], size: Size) -> str:
     lines = []
     tr = res["trace"]
     lines.append(f"Ingest benchmark ({res['mode']}), Python {res['python']}, {res['cpus']} CPUs, load average "
@@ -954,14 +977,14 @@ def report(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> s
                        ("nodurable", "(c') without durable")):
         if f"{key}_raw" not in res and f"{key}_callsys" not in res:
             continue
-        vals = [res.get(f"{key}_{s}") for s in ("raw", "callsys")]
-        rss = [f"{v['maxrss'] / 2**20:,.0f}" if v else "-" for v in vals]
+        runs = [res.get(f"{key}_{s}") for s in ("raw", "callsys")]
+        rss = [f"{v['maxrss'] / 2**20:,.0f}" if v else "-" for v in runs]
         lines.append(f"{label + ' collector peak RSS (MiB)':62s} {rss[0]:>12s} {rss[1]:>12s}")
-        if any(v and v["probes"] for v in vals):
+        if any(v and v["probes"] for v in runs):
             lat = [f"{v['latency_p50'] * 1e3:.2f} / {v['latency_p99'] * 1e3:.2f}" if v and v["probes"] else "-"
-                   for v in vals]
+                   for v in runs]
             lines.append(f"{label + ' arrival → rows() latency p50 / p99 (ms)':62s} {lat[0]:>12s} {lat[1]:>12s}")
-        peak = [f"{v['peak_calls']:,}" if v else "-" for v in vals]
+        peak = [f"{v['peak_calls']:,}" if v else "-" for v in runs]
         lines.append(f"{label + ' peak calls in LiveTable':62s} {peak[0]:>12s} {peak[1]:>12s}")
     rp = res.get("paced_callsys")
     if rp:
@@ -996,7 +1019,7 @@ def _paired(res: dict[str, Any], kind: str) -> list[float]:
     return sorted(r["a"] / r[kind] for r in res.get("rounds") or [] if "a" in r and kind in r)
 
 
-def _targets(res: dict[str, Any], wire: dict[str, int], size: dict[str, Any]) -> list[str]:
+def _targets(res: dict[str, Any], wire: dict[str, int], size: Size) -> list[str]:
     """Each target of issue #6 beside what this run measured."""
     rows: list[tuple[str, str, str, bool | None]] = []
 

@@ -29,6 +29,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,7 +42,8 @@ from api.changes import ChangeHub  # noqa: E402
 from api.deps import ApiDeps  # noqa: E402
 from api.settings import ApiSettings  # noqa: E402
 from api.stream import STREAM_KEY  # noqa: E402
-from collector.live.table import LiveTable  # noqa: E402
+from collector.live.table import LiveCall, LiveTable  # noqa: E402
+from collector.refdata.model import Enrichment  # noqa: E402
 from collector.tracking.calls import CallChange, CallStatus, CallView  # noqa: E402
 
 log = logging.getLogger("bench.stream")
@@ -56,12 +58,22 @@ STREAM = "/billing/api/active_calls_stream"
 TICK = 0.01  # ingest granularity: rate/100 changes every 10 ms
 
 
+class Mark(TypedDict):
+    """What the server process reports on a "mark" command."""
+
+    cpu: float
+    wall: float
+    clients: int
+    head: int
+    rows: int
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
 
-async def _ingest(table: LiveTable, templates: list, rate: int, stop: asyncio.Event) -> None:
+async def _ingest(table: LiveTable, templates: list[LiveCall], rate: int, stop: asyncio.Event) -> None:
     """``rate`` changes/s: each call is added, answered one tick later, removed after ~``pool`` calls."""
     per_tick = max(3, rate * TICK)
     live: deque[CallView] = deque()
@@ -96,13 +108,13 @@ async def _ingest(table: LiveTable, templates: list, rate: int, stop: asyncio.Ev
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-def serve(rate: int, port_q: mp.Queue[int], cmd_q: mp.Queue[str], out_q: mp.Queue[dict]) -> None:
+def serve(rate: int, port_q: mp.Queue[int], cmd_q: mp.Queue[str], out_q: mp.Queue[Mark]) -> None:
     logging.basicConfig(level=logging.WARNING, format="server %(levelname)s %(name)s %(message)s")
     world = world_mod.build_world(3000)
-    templates = list(world.rows)
-    by_linked = {}
+    templates: list[LiveCall] = list(world.rows)
+    by_linked: dict[int, Enrichment] = {}
 
-    def enrich(call: CallView):  # noqa: ANN202 - the template's enrichment, by the bench call number
+    def enrich(call: CallView) -> Enrichment:  # the template's enrichment, by the bench call number
         n = int(call.linkedid[1:])
         return by_linked.get(n) or templates[n % len(templates)].info
 
@@ -181,13 +193,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_clients(port: int, n_clients: int, admins: int, seconds: float,
-                      cmd_q: mp.Queue[str], out_q: mp.Queue[dict]) -> None:
+                      cmd_q: mp.Queue[str], out_q: mp.Queue[Mark]) -> None:
     world = world_mod.build_world(10)
     refs = world.refs
     users = sorted((u for u in refs.users.values() if u.usertype == "user"), key=lambda u: u.id)
     loop = asyncio.get_running_loop()
 
-    async def mark() -> dict:
+    async def mark() -> Mark:
         cmd_q.put("mark")
         return await loop.run_in_executor(None, out_q.get)
 
@@ -240,7 +252,7 @@ def main() -> int:
     args = ap.parse_args()
     port_q: mp.Queue[int] = mp.Queue()
     cmd_q: mp.Queue[str] = mp.Queue()
-    out_q: mp.Queue[dict] = mp.Queue()
+    out_q: mp.Queue[Mark] = mp.Queue()
     server = mp.Process(target=serve, args=(args.rate, port_q, cmd_q, out_q), daemon=True)
     server.start()
     port = port_q.get(timeout=60)

@@ -25,8 +25,9 @@ def settings_for(tmp: Path, ami_ports: Iterable[int], server_extra: str = "", **
     db = tmp / "collector.db"
     if not db.exists():
         load_demo(db)
-    opts = {"reconcile_interval": 3600, "ping_interval": 30, "ping_timeout": 5, "reconnect_min": 0.05,
-            "reconnect_max": 0.2, "auth_retry": 0.2, "flush_interval": 0.05, "resync_timeout": 5}
+    opts: dict[str, object] = {"reconcile_interval": 3600, "ping_interval": 30, "ping_timeout": 5,
+                               "reconnect_min": 0.05, "reconnect_max": 0.2, "auth_retry": 0.2, "flush_interval": 0.05,
+                               "resync_timeout": 5}
     opts.update(collector)
     lines = ["[collector]"] + [f"{k} = {v}" for k, v in opts.items()]
     lines += ["[api]", "listen = 127.0.0.1", "port = 0", "[database]", f"path = {db}"]

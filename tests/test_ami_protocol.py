@@ -35,7 +35,11 @@ class _Transport(asyncio.Transport):
 
 def _protocol(sink: Callable[[AmiMessage], None]) -> tuple[FramedAMIProtocol, _Transport]:
     """The protocol with a per-message sink (it hands the sink one list per read slice)."""
-    proto = FramedAMIProtocol(lambda _sid, batch: [sink(m) for m in batch], "t")
+    def deliver(_sid: int, batch: list[AmiMessage]) -> None:
+        for m in batch:
+            sink(m)
+
+    proto = FramedAMIProtocol(deliver, "t")
     transport = _Transport()
     proto.connection_made(transport)
     return proto, transport

@@ -155,11 +155,10 @@ async def test_hostile_text_is_escaped_and_forbidden_chars_are_stripped(aiohttp_
 
 async def test_every_field_survives_any_characters(aiohttp_client: Any) -> None:
     nasty = "\x00\x01\x08\x0b\x0c\x0e\x1f\ud800\udfff\ufffe\uffff<&>\"'\t\r\n ok 日本 \U0001F600"
-    info = Enrichment(**{f: nasty for f in ("user", "device_type", "device_extension", "device_name",
-                                             "localized_dst", "direction_code", "direction_name",
-                                             "destination_name", "provider_name", "dst_user",
-                                             "dst_device_type", "dst_device_extension", "dst_device_name")},
-                      user_id=4, has_dst=True, dst_user_id=4)
+    info = Enrichment(user=nasty, device_type=nasty, device_extension=nasty, device_name=nasty,
+                      localized_dst=nasty, direction_code=nasty, direction_name=nasty, destination_name=nasty,
+                      provider_name=nasty, dst_user=nasty, dst_device_type=nasty, dst_device_extension=nasty,
+                      dst_device_name=nasty, user_id=4, has_dst=True, dst_user_id=4)
     call = ROWS[1].call._replace(uniqueid=nasty, channel=nasty, src=nasty)
     client = await aiohttp_client(make_app(rows=(LiveCall(1, call, info),)))
     el = parse(await fetch(client, "alice"))[0]

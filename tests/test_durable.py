@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -182,7 +182,7 @@ _flush = st.tuples(st.sampled_from(["flush", "failed flush"]), st.lists(_change,
 
 def _apply(live: LiveTable, op: str, key: tuple[int, str], version: int) -> None:
     if op == "change":
-        kind = "updated" if live.get(key) is not None else "added"
+        kind: Literal["added", "updated"] = "updated" if live.get(key) is not None else "added"
         live.apply([CallChange(kind, key, _view(key[1], version, key[0]))])
     else:
         live.apply([CallChange("removed", key, None)])

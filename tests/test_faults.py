@@ -19,12 +19,14 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from collector.service.daemon import Daemon
-from collector.tools.replay import ReplayOptions, ReplayServer
+from collector.tools.replay import ReplayEvent, ReplayOptions, ReplayServer, TraceSession
+from collector.tools.replay.clients import Client
 from collector.tools.timeline import iter_trace_messages
 from collector.tools.traces import read_trace
 from collector.tracking.calls import CallView
@@ -47,6 +49,11 @@ _ACTION_ID = re.compile(r"(?im)^ActionID:\s*(.*?)\s*$")
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+def _from_time(t: float) -> Callable[[ReplayEvent], bool]:
+    """A ``hold(when=...)`` condition: the first event stamped at or after ``t``."""
+    return lambda ev: ev.timestamp is not None and ev.timestamp >= t
+
 
 def _first_ts(paths: list[Path]) -> float:
     return next(float(m["Timestamp"]) for m in iter_trace_messages(paths) if m.get("Timestamp"))
@@ -81,8 +88,8 @@ class CutListReplay(ReplayServer):
     the system under test, polled), then resets every connection (RST): the resync list is cut midway, as
     when Asterisk dies or the link drops during a long list."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # ReplayServer's own parameters
+        super().__init__(*args, **kwargs)
         self.cuts_left = 0
         self.consumed: Callable[[], int] = lambda: 0
         self.lists_asked = 0
@@ -91,7 +98,7 @@ class CutListReplay(ReplayServer):
     def cut_next(self, n: int, consumed: Callable[[], int]) -> None:
         self.cuts_left, self.consumed = n, consumed
 
-    async def _handle_action(self, client, text: str) -> None:  # type: ignore[no-untyped-def]
+    async def _handle_action(self, client: Client, text: str) -> None:
         if "coreshowchannels" not in text.lower():
             await super()._handle_action(client, text)
             return
@@ -121,7 +128,8 @@ class CutListReplay(ReplayServer):
 async def test_reset_during_coreshowchannels_answer_removes_nothing_then_full_resync(tmp_path: Path) -> None:
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
-    async with CutListReplay(paths, port=0, options=ReplayOptions(fast=True)) as replay:
+    replay = CutListReplay(paths, port=0, options=ReplayOptions(fast=True))
+    async with replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 12)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -157,7 +165,8 @@ async def test_reset_during_resync_while_the_trace_runs_on(tmp_path: Path) -> No
     after the next whole list, what started is there."""
     paths = trace_paths("concurrent_load")
     t0 = _first_ts(paths)
-    async with CutListReplay(paths, port=0, options=ReplayOptions(fast=True, pause_when_idle=False)) as replay:
+    replay = CutListReplay(paths, port=0, options=ReplayOptions(fast=True, pause_when_idle=False))
+    async with replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 10)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -188,18 +197,18 @@ class CrashReplay(ReplayServer):
     (no Shutdown, no goodbye) and its channel state starts empty. ``list_gate`` delays CoreShowChannels
     answers while clear, so events of the new session can reach the daemon before its resync does."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # ReplayServer's own parameters
+        super().__init__(*args, **kwargs)
         self.list_gate = asyncio.Event()
         self.list_gate.set()
 
-    async def _enter_session(self, si: int, session, seamless: bool) -> None:  # type: ignore[no-untyped-def]
+    async def _enter_session(self, si: int, session: TraceSession, seamless: bool) -> None:
         if si > 0 and not seamless:
             self.drop_clients()
             self.state.clear()
         await super()._enter_session(si, session, seamless)
 
-    async def _handle_action(self, client, text: str) -> None:  # type: ignore[no-untyped-def]
+    async def _handle_action(self, client: Client, text: str) -> None:
         if "coreshowchannels" in text.lower():
             await asyncio.wait_for(self.list_gate.wait(), 20)
         await super()._handle_action(client, text)
@@ -228,8 +237,8 @@ def _crash_traces(tmp: Path, reuse: str) -> tuple[str, str]:
 ])
 async def test_asterisk_crash_and_restart_without_shutdown(tmp_path: Path, reuse: str) -> None:
     old, new = _crash_traces(tmp_path, reuse)
-    async with CrashReplay([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0,
-                           options=ReplayOptions(fast=True)) as replay:
+    replay = CrashReplay([tmp_path / "s1.ami", tmp_path / "s2.ami"], port=0, options=ReplayOptions(fast=True))
+    async with replay:
         n1 = replay.sessions[0].event_count
         replay.hold(when=lambda ev: ev.session == 0 and ev.index == n1 - 1)  # before the parking event
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
@@ -288,7 +297,7 @@ async def test_events_shuffled_within_5ms_windows_match_offline_and_truth(tmp_pa
     async with ReplayServer([shuffled], port=0, options=ReplayOptions(fast=True)) as replay:
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             for hold_at in holds:
-                replay.hold(when=lambda ev, h=hold_at: ev.timestamp is not None and ev.timestamp >= h)
+                replay.hold(when=_from_time(hold_at))
                 await replay.wait_held(timeout=30)
                 await barrier(daemon)
                 expected = offline_calls([shuffled], hold_at)
@@ -325,8 +334,8 @@ class HostileReplay(ReplayServer):
     (glued to the whole block), random bytes as a block of their own, and a random line glued on top of a
     block."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # ReplayServer's own parameters
+        super().__init__(*args, **kwargs)
         rnd = random.Random(6)
         self.plan: dict[int, str] = {}
         for k in range(30, 1800, 37):
@@ -366,7 +375,8 @@ async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_ca
     bad.write_bytes(read_trace(trace_paths("concurrent_load")[0]).replace(b"CallerIDName: Alice Office", BAD_NAME))
     paths = [bad]
     t0 = _first_ts(paths)
-    async with HostileReplay(paths, port=0, options=ReplayOptions(fast=True)) as replay:
+    replay = HostileReplay(paths, port=0, options=ReplayOptions(fast=True))
+    async with replay:
         replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 15)
         async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
             session = daemon.sessions[0]
@@ -377,7 +387,9 @@ async def test_truncated_blocks_garbage_and_bad_utf8_keep_the_session_and_the_ca
             names = {r.call.src_name for r in daemon.live.rows()}
             assert "Al\ufffdce \ufffd\ufffd Office" in names
             page = await admin_page(daemon)
-            assert len(page.xpath("/page/active_call")) == len(daemon.live)
+            active_calls = page.xpath("/page/active_call")
+            assert isinstance(active_calls, list)
+            assert len(active_calls) == len(daemon.live)
             replay.release()
             await replay.wait_finished(timeout=30)
             await barrier(daemon)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -99,7 +100,8 @@ def test_the_c_decoder_refuses_misuse_instead_of_crashing() -> None:
     if decoder is None:  # the pure-Python CI pass: nothing to misuse
         assert not ami_framing.ACCELERATED
         return
-    bare = type(decoder).__new__(type(decoder))  # never initialised
+    decoder_type: Any = type(decoder)  # the C extension's type: untyped
+    bare = decoder_type.__new__(decoder_type)  # never initialised
     with pytest.raises(RuntimeError):
         bare.feed(b"Event: X\r\n\r\n", [], lambda raw, out: None)
     with pytest.raises(TypeError):

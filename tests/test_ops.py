@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, overload
 
 import aiohttp
 import pytest
@@ -71,6 +71,12 @@ T = TypeVar("T")
 
 # ============================================================================================ helpers
 
+@overload
+async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.02) -> T: ...
+@overload
+async def until(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T: ...
+
+
 async def until(probe: Callable[[], Awaitable[T | None] | T | None], timeout: float, what: str,
                 interval: float = 0.02) -> T:
     """Poll ``probe`` (sync or async) until it returns something truthy, at most ``timeout`` seconds."""
@@ -85,7 +91,7 @@ async def until(probe: Callable[[], Awaitable[T | None] | T | None], timeout: fl
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 got, last = None, exc
         if got:
-            return got  # type: ignore[return-value]
+            return got  # type: ignore[return-value]  # truthy: a T, awaited first when it was a coroutine
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
         await asyncio.sleep(interval)
@@ -256,7 +262,9 @@ def cut_trace(tmp_path_factory: pytest.TempPathFactory) -> CutTrace:
     """The first CUT_AFTER seconds of concurrent_load (whole blocks), and the offline tracker's table of it."""
     src = read_trace(scenario_files("concurrent_load")[0])
     ts_rx = re.compile(rb"\nTimestamp: *([\d.]+)")
-    t0 = float(ts_rx.search(src).group(1))  # type: ignore[union-attr]
+    first = ts_rx.search(src)
+    assert first is not None
+    t0 = float(first.group(1))
     kept: list[bytes] = []
     for block in src.split(b"\r\n\r\n"):
         m = ts_rx.search(block)
@@ -545,8 +553,9 @@ async def test_ops_endpoints_and_metrics_through_a_server_outage(stack: Stack) -
                                             "ami_decoder"}, name
 
     # ---- the AMI server dies
-    stack.replay.proc.kill()  # type: ignore[union-attr]
-    await stack.replay.exit_code(timeout=5)  # type: ignore[union-attr]
+    assert stack.replay is not None
+    stack.replay.proc.kill()
+    await stack.replay.exit_code(timeout=5)
 
     async def not_ready() -> bool:
         code, _body, _h = await stack.get("/readyz")
@@ -610,7 +619,16 @@ def _demo_row(table: str, row_id: int) -> dict[str, Any]:
 
 
 RENAMES = {"Alice Office": "Alicia Office", "Carol Warehouse": "Caroline Warehouse"}
-NEW_DESTINATION = {"id": 99, "prefix": "370520", "direction_code": "LTU", "subcode": "FIX",
+class _Destination(TypedDict):
+    id: int
+    prefix: str
+    direction_code: str
+    subcode: str
+    name: str
+    destinationgroup_id: int
+
+
+NEW_DESTINATION: _Destination = {"id": 99, "prefix": "370520", "direction_code": "LTU", "subcode": "FIX",
                    "name": "Lithuania DID range", "destinationgroup_id": 3}
 
 
@@ -678,7 +696,8 @@ async def test_sighup_reload_applies_new_reference_data_to_calls_already_up(stac
     (srv1,) = status1["servers"]
     assert status1["reloads"] == status0["reloads"] + 1 == 1
     assert srv1["reconnects"] == 0 and srv1["since"] == srv0["since"] and srv1["connected"] is True
-    assert len(re.findall(r"logged in as 'collector'", stack.replay.err)) == 1  # type: ignore[union-attr]
+    assert stack.replay is not None
+    assert len(re.findall(r"logged in as 'collector'", stack.replay.err)) == 1
     assert len(re.findall(rf"ami logged in server={SERVER}\b", daemon.err)) == 1
     m = await stack.metrics(headers=bearer)
     assert metric(m, "collector_reloads_total") == 1
@@ -709,7 +728,7 @@ async def test_http_port_taken_fails_start_without_ready(stack: Stack) -> None:
 
 def test_systemd_unit_is_what_the_notes_ask_for() -> None:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # configparser's documented case-keeping hook
     unit.read_string(UNIT.read_text())
     svc = unit["Service"]
     assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main"

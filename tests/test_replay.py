@@ -113,7 +113,7 @@ class AmiClient:
 
     async def list_items(self) -> tuple[list[Block], Block]:
         """After an ``EventList: start`` response: the items and the ``…Complete`` event."""
-        items = []
+        items: list[Block] = []
         while True:
             b = await self.block()
             assert b is not None

@@ -194,7 +194,10 @@ async def test_snapshot_and_deltas_follow_visibility_for_every_role(served: Any)
         kinds = {ev.event for _p, sse in clients for ev in sse.events}
         assert kinds == {"snapshot", "call_added", "call_updated", "call_removed"}
         for _p, sse in clients:
-            ids = [ev.id for ev in sse.events]
+            ids: list[int] = []
+            for ev in sse.events:
+                assert ev.id is not None  # every event of the stream carries its position
+                ids.append(ev.id)
             assert ids == sorted(ids) and len(set(ids)) == len(ids)  # monotonic
         for _p, sse in clients:
             sse.resp.close()

@@ -66,7 +66,8 @@ class Cdp:
                 if msg.get("id") == n:
                     if "error" in msg:
                         raise RuntimeError(f"{method}: {msg['error']}")
-                    return msg["result"]
+                    result: dict[str, Any] = msg["result"]
+                    return result
 
     async def eval(self, expression: str) -> Any:
         res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

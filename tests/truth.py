@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from collector.ami.framing import AmiMessage
 from collector.tools.timeline import iter_trace_messages
@@ -22,8 +23,8 @@ from collector.tracking.tracker import CallTracker
 TruthCalls = dict[str, str]  # linkedid -> "Ringing" | "Answered"
 
 
-def truth_calls(snapshot: dict) -> TruthCalls:
-    groups: dict[str, list[dict]] = {}
+def truth_calls(snapshot: dict[str, Any]) -> TruthCalls:
+    groups: dict[str, list[dict[str, Any]]] = {}
     for ch in snapshot["channels"]:
         groups.setdefault(ch["linkedid"], []).append(ch)
     out: TruthCalls = {}
@@ -42,7 +43,7 @@ def truth_calls(snapshot: dict) -> TruthCalls:
     return out
 
 
-def load_truth(path: Path) -> list[tuple[float, TruthCalls, dict]]:
+def load_truth(path: Path) -> list[tuple[float, TruthCalls, dict[str, Any]]]:
     rows = []
     for line in read_trace(path).decode().splitlines():
         obj = json.loads(line)
