@@ -73,7 +73,8 @@ class _Reader:
             return default
         return value
 
-    def int(self, section: builtins.str, key: builtins.str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
+    def int(self, section: builtins.str, key: builtins.str, default: int | None = None, lo: int = 0,
+            hi: int = 2**31) -> int:
         value = self.raw(section, key)
         if value is None or value == "":
             if default is None:
@@ -87,7 +88,8 @@ class _Reader:
             raise self.fail(section, key, f"{n} out of range {lo}..{hi}")
         return n
 
-    def float(self, section: builtins.str, key: builtins.str, default: float, lo: float = 0.0, hi: float = 1e9) -> float:
+    def float(self, section: builtins.str, key: builtins.str, default: float, lo: float = 0.0,
+              hi: float = 1e9) -> float:
         value = self.raw(section, key)
         if value is None or value == "":
             return default
