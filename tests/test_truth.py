@@ -86,3 +86,21 @@ def test_phase_says_what_the_legs_of_an_answered_call_do() -> None:
             phases.setdefault(call.phase, set()).add(call.status.value)
     assert phases.keys() == {"", "on_hold", "transferring"}
     assert phases["on_hold"] == phases["transferring"] == {"Answered"}
+
+
+def test_timeline_holds_the_state_through_a_reconnect_gap() -> None:
+    # a collector's own login (Events: call,system) has no SuccessfulAuth: the reconnect's resync answer is then
+    # the first thing of the new session, without a Timestamp; it belongs at the session's first timestamped
+    # event, and the frames of the gap show the calls as they were before the reconnect
+    first, second = trace_paths("ami_reconnect")
+    before = list(timeline(iter_trace_messages([first])))
+    second_msgs = [m for m in iter_trace_messages([second]) if m.get("Event") != "SuccessfulAuth"]
+    first_ts = next(float(m["Timestamp"]) for m in second_msgs if m.get("Timestamp"))
+    msgs = [*iter_trace_messages([first]), *second_msgs]
+    frames = list(timeline(msgs))
+    last_before = [c.linkedid for c in before[-2].calls]
+    gap = [f for f in frames if before[-2].t <= f.t < first_ts]
+    assert len(gap) > 2 and last_before
+    for f in gap:
+        assert [c.linkedid for c in f.calls] == last_before, f.t
+    assert list(timeline(msgs))[-1].calls == []
