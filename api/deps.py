@@ -6,7 +6,7 @@ Separate from ``app`` so handlers can import the keys without importing the app 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -32,6 +32,8 @@ class ApiDeps:
     # Row changes for active_calls_stream (``ChangeHub.following(live_table)``); None: the stream
     # answers "Stream not available" and everything else works as before.
     changes: ChangeHub | None = None
+    # server ids whose AMI session is down right now: their calls say ``"stale": true`` in JSON (issue 13)
+    disconnected: Callable[[], Collection[int]] = frozenset
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)

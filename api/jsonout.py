@@ -9,7 +9,7 @@ formats carry identical text), absent values are ``null`` where XML has an empty
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from api.errors import Envelope, MorError
@@ -30,16 +30,26 @@ def _value(value: object) -> object:
     return clean_text(value)
 
 
-def row_object(fields: RowFields, row: LiveCall, now: float) -> dict[str, object]:
-    """One call as a dict with the XML element names and order; ``duration`` at ``now``."""
+def row_object(fields: RowFields, row: LiveCall, now: float,
+               disconnected: Collection[int] | None = None) -> dict[str, object]:
+    """One call as a dict with the XML element names and order; ``duration`` at ``now``. JSON only, after
+    them: ``server_id``; ``phase`` when the legs of an answered call are not simply talking (transferring,
+    on_hold, ending); ``stale: true`` when the call's server is disconnected now (``disconnected``, else
+    asked of ``fields``)."""
     obj = {tag: _value(value) for tag, value in zip(fields.tags(row), fields.values(row), strict=False)}
-    obj["duration"] = duration_seconds(now, row.call.answer_time)  # keeps its place among the keys
-    obj["server_id"] = row.call.server_id  # JSON only, last: MOR's XML has no server, the live page needs it
+    call = row.call
+    obj["duration"] = duration_seconds(now, call.answer_time)  # keeps its place among the keys
+    obj["server_id"] = call.server_id  # JSON only, last: MOR's XML has no server, the live page needs it
+    if call.phase:
+        obj["phase"] = call.phase
+    if call.server_id in (fields.disconnected() if disconnected is None else disconnected):
+        obj["stale"] = True
     return obj
 
 
 def rows_json(fields: RowFields, rows: Iterable[LiveCall], now: float) -> bytes:
-    return dumps({"active_calls": [row_object(fields, r, now) for r in rows]})
+    down = fields.disconnected()
+    return dumps({"active_calls": [row_object(fields, r, now, down) for r in rows]})
 
 
 def error_json(err: MorError) -> bytes:

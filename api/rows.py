@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Collection
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -64,10 +65,13 @@ def duration_seconds(now: float, answered: float | None) -> int | None:
 class RowFields:
     """A row's field names and values (``answer_time`` formatted in the configured zone)."""
 
-    __slots__ = ("_zone",)
+    __slots__ = ("_zone", "disconnected")
 
-    def __init__(self, zone: ZoneInfo | None) -> None:
+    def __init__(self, zone: ZoneInfo | None,
+                 disconnected: Callable[[], Collection[int]] = frozenset) -> None:
         self._zone = zone
+        #: server ids disconnected now (JSON's ``stale``; MOR's XML has no such field)
+        self.disconnected = disconnected
 
     @staticmethod
     def tags(row: LiveCall) -> tuple[str, ...]:

@@ -1,9 +1,11 @@
 """Ground-truth comparison: the tracker's table against real CoreShowChannels snapshots.
 
-A truth instant's calls are its channels grouped by Linkedid. A call's truth status is Answered when a
-non-Local channel other than the A-leg (Uniqueid != Linkedid) is Up, or two channels share a BridgeId
-(ami.md §4). A difference at an instant is forgiven when the call starts, ends or changes status
-within one truth interval of it (the neighbouring instants disagree among themselves).
+A truth instant's calls are its channels grouped by Linkedid. A call's truth status is MOR's: Answered
+from the first instant where a non-Local channel other than the A-leg (Uniqueid != Linkedid) is Up, or two
+channels share a BridgeId (ami.md §4), until the call is gone (a blind transfer ringing a new target,
+or the called side hanging up first, does not make it Ringing again); Ringing before that.
+A difference at an instant is forgiven when the call starts, ends or changes status within one truth
+interval of it (the neighbouring instants disagree among themselves).
 """
 
 from __future__ import annotations
@@ -45,11 +47,19 @@ def truth_calls(snapshot: dict[str, Any]) -> TruthCalls:
 
 def load_truth(path: Path) -> list[tuple[float, TruthCalls, dict[str, Any]]]:
     rows = []
+    answered: set[str] = set()  # calls seen answered at an earlier instant, while they stay up
     for line in read_trace(path).decode().splitlines():
         obj = json.loads(line)
         if "error" in obj:
             continue
-        rows.append((obj["t"], truth_calls(obj), obj))
+        calls = truth_calls(obj)
+        answered &= calls.keys()
+        for lid, status in calls.items():
+            if status == "Answered":
+                answered.add(lid)
+            elif lid in answered:
+                calls[lid] = "Answered"  # MOR's rule: answered until the call ends
+        rows.append((obj["t"], calls, obj))
     return rows
 
 

@@ -43,4 +43,5 @@ class CollectorSettings:
     auth_retry: float = 60.0
     flush_interval: float = 1.0
     require_all_servers: bool = False
+    stale_after: float = 60.0  # s a server may stay disconnected before its calls leave the table (issue 13)
     watchdog: bool = True

@@ -143,6 +143,7 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
         auth_retry=r.float("collector", "auth_retry", 60.0, 0.01, 86400.0),
         flush_interval=r.float("collector", "flush_interval", 1.0, 0.01, 3600.0),
         require_all_servers=r.bool("collector", "require_all_servers", False),
+        stale_after=r.float("collector", "stale_after", 60.0, 0.1, 86400.0),
         watchdog=r.bool("collector", "watchdog", True),
     )
     api = _api_settings(r)

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -72,6 +73,11 @@ class Daemon:
     _reload_task: asyncio.Future[None] | None = None
     refsync: RefdataSync | None = None  # [refdata] source = mysql (issue #15)
     _refresh_task: asyncio.Future[None] | None = None  # a periodic MOR sync + swap in progress
+    # ---- issue 13: servers unreachable for longer than stale_after (check_stale, driven by _stale_loop)
+    clock: Callable[[], float] = time.monotonic
+    stale_removed: dict[int, int] = field(default_factory=dict)  # server_id -> calls removed as stale
+    _down_since: dict[int, float] = field(default_factory=dict)
+    _stale: set[int] = field(default_factory=set)  # servers whose calls are out of the table now
 
     # ------------------------------------------------------------------ reference data
     def load_reference(self) -> tuple[RefIndex, Enricher]:
@@ -108,6 +114,11 @@ class Daemon:
                 if self.refsync is not None and new.refdata.mysql:  # issue #15
                     self.refsync.settings = new.refdata
                     add_secrets([str(new.refdata.mysql_password)])
+                enabled = {srv.server_id for srv in new.servers if srv.enabled}
+                for session in [x for x in self.sessions if x.server_id not in enabled]:
+                    self.sessions.remove(session)  # removed or disabled: its calls go, it is not followed any more
+                    await session.stop()
+                self.drop_unconfigured(enabled)
             if self._refresh_task is not None and not self._refresh_task.done():  # issue #15: one at a time
                 await asyncio.wait([self._refresh_task])
             if self.refsync is not None:  # issue #15: MOR → SQLite first (a failure keeps the last data)
@@ -135,6 +146,57 @@ class Daemon:
         if changes:
             self.live.apply(changes)
 
+    # ------------------------------------------------------------------ unreachable / unconfigured servers
+    def disconnected(self) -> Collection[int]:
+        """Server ids whose session is down now (JSON rows say ``stale: true``)."""
+        return frozenset(s.server_id for s in self.sessions if not s.status.logged_in)
+
+    def check_stale(self, now: float | None = None) -> int:
+        """Drop the calls of every server disconnected for longer than ``stale_after`` (once per outage; the
+        tracker keeps their answer times for the resync after the reconnect). Returns the calls removed."""
+        limit = self.settings.collector.stale_after
+        now = self.clock() if now is None else now
+        removed = 0
+        for s in self.sessions:
+            sid = s.server_id
+            if s.status.logged_in:
+                self._down_since.pop(sid, None)
+                self._stale.discard(sid)
+                continue
+            since = self._down_since.setdefault(sid, now)  # at start: restored calls are served that long
+            if sid in self._stale or now - since < limit:
+                continue
+            self._stale.add(sid)
+            changes = self.tracker.drop_server(sid)
+            if changes:
+                self.live.apply(changes)
+            n = sum(1 for c in changes if c.kind == "removed")
+            self.stale_removed[sid] = self.stale_removed.get(sid, 0) + n
+            removed += n
+            log.warning("ami server unreachable for %.0fs server=%s server_id=%d calls_removed=%d (they come "
+                        "back with the resync after it reconnects)", now - since, s.status.name, sid, n)
+        return removed
+
+    def drop_unconfigured(self, enabled: Collection[int]) -> set[int]:
+        """Drop the calls of servers not enabled in the configuration (at start, and on SIGHUP); return the
+        server ids that had a session or calls and are no longer enabled."""
+        gone = ({s.server_id for s in self.sessions} | {r.call.server_id for r in self.live.rows()}) - set(enabled)
+        for sid in sorted(gone):
+            changes = self.tracker.drop_server(sid, park=False)
+            if changes:
+                self.live.apply(changes)
+            self._down_since.pop(sid, None)
+            self._stale.discard(sid)
+            log.info("server_id=%d disabled or not configured: calls_removed=%d", sid,
+                     sum(1 for c in changes if c.kind == "removed"))
+        return gone
+
+    async def _stale_loop(self) -> None:
+        period = min(1.0, self.settings.collector.stale_after / 4)
+        while True:
+            self.check_stale()
+            await asyncio.sleep(period)
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
@@ -156,12 +218,13 @@ class Daemon:
             log.info("restored calls=%d from activecalls; first resync of each server keeps the live ones",
                      len(restored))
         enabled = [srv for srv in s.servers if srv.enabled]
+        self.drop_unconfigured({srv.server_id for srv in enabled})  # after dirty.clear(): activecalls follows
         for i, srv in enumerate(enabled):
             # the session is told what the tracker handles and reads: the AMI layer knows nothing of the tracker
             self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
                                             stagger=i / max(1, len(enabled))))
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
-                       changes=ChangeHub.following(self.live))
+                       changes=ChangeHub.following(self.live), disconnected=self.disconnected)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
@@ -181,6 +244,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._status_loop(), name="sd-status"))
         if self.refsync is not None:  # issue #15
             self._tasks.append(asyncio.create_task(self._refsync_loop(), name="refdata-sync"))
+        self._tasks.append(asyncio.create_task(self._stale_loop(), name="stale"))
         self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
         self._ready = True
 
@@ -271,7 +335,7 @@ class Daemon:
             return False, why
         up = sum(1 for s in self.sessions if s.status.logged_in)
         if not self.sessions:
-            return True, "no AMI server configured"
+            return False, "no enabled AMI server"
         if self.settings.collector.require_all_servers:
             return (up == len(self.sessions)), f"{up}/{len(self.sessions)} AMI servers connected"
         return (up >= 1), f"{up}/{len(self.sessions)} AMI servers connected"

@@ -8,6 +8,7 @@ come from the sessions' and tracker's own tallies. One registry per app: no glob
 Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connected{server}``,
 ``ami_last_event_age_seconds{server}``, ``ami_events_total{server}``, ``ami_reconnects_total{server}``,
 ``ami_auth_failures_total{server}``, ``resyncs_total{server}``, ``reconcile_corrections_total{server,kind}``,
+``stale_calls_removed_total{server}``,
 ``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version,ami_decoder}``,
 ``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``.
 A 401 carries ``WWW-Authenticate: Bearer``.
@@ -96,7 +97,12 @@ class _StateCollector:
             ts = d.tracker.stats(s.server_id)
             corrections.add_metric([st.name, "added"], ts.resync_added)
             corrections.add_metric([st.name, "removed"], ts.resync_removed)
-        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections)
+        stale = CounterMetricFamily(f"{PREFIX}_stale_calls_removed", "Calls removed because their server "
+                                    "stayed disconnected longer than stale_after", labels=["server"])
+        removed = getattr(d, "stale_removed", {})
+        for s in d.sessions:
+            stale.add_metric([s.status.name], removed.get(s.server_id, 0))
+        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections, stale)
         ok, _why = d.ready()
         ready = GaugeMetricFamily(f"{PREFIX}_ready", "1 when /readyz answers 200 (reference data loaded, "
                                   "enough AMI servers logged in)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from collector.ami.framing import AmiFramer, AmiMessage
+from collector.ami.framing import BANNER_KEY, RX_TIME_KEY, AmiFramer, AmiMessage
 from collector.tools.traces import read_trace
 from collector.tracking.calls import CallView
 from collector.tracking.tracker import CallTracker
@@ -49,10 +49,15 @@ def _msg_time(msg: AmiMessage) -> float | None:
 def timeline(messages: Iterable[AmiMessage], step: float = 0.5, server_id: int = 1,
              tracker: CallTracker | None = None) -> Iterator[TimelineFrame]:
     """Yield the table at each multiple of ``step`` (Unix time) from the first timestamped event
-    to the last one, then once more after the final message."""
+    to the last one, then once more after the final message.
+
+    After a banner (a reconnect), messages without a Timestamp (the resync's answer) are held until the first
+    timestamped message of that session and applied at its time (stamped with it as their receive time): the
+    frames of the gap show the state before the reconnect, not the answer that came after it."""
     trk = tracker or CallTracker()
     next_t: float | None = None
     last_t = 0.0
+    held: list[AmiMessage] | None = None  # since a banner, until the session's first timestamped message
     for msg in messages:
         t = _msg_time(msg)
         if t is not None:
@@ -62,7 +67,18 @@ def timeline(messages: Iterable[AmiMessage], step: float = 0.5, server_id: int =
                 yield TimelineFrame(round(next_t, 6), sorted(trk.calls(server_id), key=_order))
                 next_t += step
             last_t = max(last_t, t)
+            if held:
+                stamp = f"{t:.6f}"
+                trk.apply_many(server_id, [{**m, RX_TIME_KEY: stamp} for m in held])
+            held = None
+        elif BANNER_KEY in msg:
+            held = []
+        if held is not None:
+            held.append(msg)
+            continue
         trk.apply(server_id, msg)
+    if held:
+        trk.apply_many(server_id, held)
     final_t = next_t if next_t is not None else last_t
     yield TimelineFrame(round(final_t, 6), sorted(trk.calls(server_id), key=_order))
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal, NamedTuple
 
-__all__ = ["AST_STATE_UP", "CallChange", "CallKey", "CallStatus", "CallView", "Leg", "b_leg_outranks", "peer_of"]
+__all__ = ["AST_STATE_UP", "PHASES", "PHASE_ENDING", "PHASE_ON_HOLD", "PHASE_TRANSFERRING", "CallChange", "CallKey",
+           "CallStatus", "CallView", "Leg", "b_leg_outranks", "peer_of"]
 
 #: (server_id, linkedid): Linkedid is unique per Asterisk, not across servers.
 CallKey = tuple[int, str]
@@ -25,6 +26,14 @@ AST_STATE_UP = 6
 class CallStatus(str, Enum):
     RINGING = "Ringing"
     ANSWERED = "Answered"
+
+
+#: ``CallView.phase`` values: the callee side left and a new target rings (blind transfer, or a failover
+#: after an answer), a leg is on hold, or nothing connects the caller any more (the call is ending).
+PHASE_TRANSFERRING = "transferring"
+PHASE_ON_HOLD = "on_hold"
+PHASE_ENDING = "ending"
+PHASES = (PHASE_TRANSFERRING, PHASE_ON_HOLD, PHASE_ENDING)
 
 
 class Leg(NamedTuple):
@@ -50,6 +59,9 @@ class CallView(NamedTuple):
     start_time: float  # Unix time the call's first channel appeared
     answer_time: float | None  # Unix time of the first answer, None while never answered
     legs: tuple[Leg, ...]  # every channel up: the A-leg first while it is up, then by creation
+    # beyond MOR (JSON and the push stream only): what the legs of an answered call are doing now, "" when
+    # nothing special (talking, or not answered yet); the status stays Answered whatever it says (PHASES)
+    phase: str = ""
 
     @property
     def key(self) -> CallKey:

@@ -8,6 +8,7 @@ Slotted dataclasses: the tracker touches these fields on every event.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -31,6 +32,8 @@ class Channel:
     last_seq: int = 0
     seen_gen: int = 0
     misses: int = 0
+    held: bool = False  # between Hold and Unhold (shown only as the call's phase)
+    in_appdial: bool = False  # a resync listed it in AppDial: a dialled leg, never the caller (views.call_view)
     # caches for the view (performance only): the ChannelState text ``state`` was parsed from, and this
     # channel's Leg; set ``leg = None`` whenever name, state, is_local or created changes
     state_raw: str = ""
@@ -57,6 +60,9 @@ class Snapshot:
     gen: int
     begin_seq: int
     full: bool
+    # the list's items as they arrived, applied in one step at CoreShowChannelsComplete (tracker): (message,
+    # seq when it arrived, its time); an event arriving after an item outranks it, as if applied in order
+    items: list[tuple[Mapping[str, str], int, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -84,6 +90,9 @@ class Server:
     snapshot: Snapshot | None = None
     full_resync_due: bool = True
     uptime: float | None = None
+    # calls dropped while the server was unreachable (CallTracker.drop_server), by Linkedid: (A-leg Uniqueid,
+    # answer_time, start_time, dst), given back to the same call when the next full resync lists it again
+    parked: dict[str, tuple[str, float | None, float, str]] = field(default_factory=dict)
     stats: TrackerStats = field(default_factory=TrackerStats)
 
 

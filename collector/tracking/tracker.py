@@ -67,7 +67,7 @@ _LOCAL_TWO = Fields("LocalTwo")
 #: a handler starts to read, or the C decoder will not decode it.
 TRACKER_KEYS = frozenset((*_PLAIN.keys, *_DEST.keys, *_LOCAL_ONE.keys, *_LOCAL_TWO.keys, "Event", "Timestamp",
                           RX_TIME_KEY, "ActionID", "EventList", "Message", "Duration", "BridgeId", "BridgeType",
-                          "BridgeUniqueid", "Newname", "Uptime"))
+                          "BridgeUniqueid", "Newname", "Uptime", "Application"))
 
 
 #: event → CallTracker method: the one table of what the tracker handles (``TRACKED_EVENTS`` is derived from
@@ -89,6 +89,8 @@ _HANDLERS: dict[str, str] = {
     "LocalBridge": "_on_local_bridge",
     "Hangup": "_on_hangup",
     "Rename": "_on_rename",
+    "Hold": "_on_hold",
+    "Unhold": "_on_hold",
     "CoreShowChannel": "_on_snapshot_item",
     "CoreShowChannelsComplete": "_on_snapshot_done",
     "FullyBooted": "_on_fully_booted",
@@ -205,6 +207,38 @@ class CallTracker:
         for server_id, keys in by_server.items():
             append_changes(self._servers[server_id], keys, changes)
         return changes
+
+    def drop_server(self, server_id: int, park: bool = True) -> list[CallChange]:
+        """Remove every call of a server, returning the removals. ``park`` (a server unreachable for too long):
+        its calls' answer times are kept, and given back to the same calls (same Linkedid) when the next full
+        resync lists them again. Without it (a server disabled or gone from the configuration) the server is
+        forgotten. The caller decides when (the daemon's clock): the tracker reads none."""
+        srv = self._servers.get(server_id)
+        if srv is None:
+            return []
+        touched: set[str] = set()
+        if park:
+            for call in srv.calls.values():
+                if call.view is not None:
+                    srv.parked[call.linkedid] = (call.view.uniqueid, call.answer_time, call.start_time, call.dst)
+        for ch in list(srv.channels.values()):
+            self._remove(srv, ch, touched)
+        srv.snapshot = None
+        srv.full_resync_due = True
+        out: list[CallChange] = []
+        append_changes(srv, touched, out)
+        if not park:
+            del self._servers[server_id]
+        return out
+
+    @staticmethod
+    def _unpark(call: Call, parked: tuple[str, float | None, float, str]) -> None:
+        _uid, answer_time, start_time, dst = parked
+        if call.answer_time is None:
+            call.answer_time = answer_time
+        call.start_time = start_time  # known from its events; a resync only estimates it from Duration
+        if dst:
+            call.dst = dst
 
     # ------------------------------------------------------------------ channel bookkeeping
     def _upsert_keys(self, srv: Server, msg: Mapping[str, str], touched: set[str], fields: Fields = _PLAIN,
@@ -409,6 +443,13 @@ class CallTracker:
             ch.leg = None
             touched.add(ch.linkedid)
 
+    def _on_hold(self, srv: Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        ch = self._upsert_keys(srv, msg, touched)
+        held = msg.get("Event") == "Hold"
+        if ch is not None and ch.held != held:
+            ch.held = held
+            touched.add(ch.linkedid)  # shown only as the phase of an answered call
+
     def _on_fully_booted(self, srv: Server, msg: Mapping[str, str], touched: set[str]) -> None:
         uptime = msg.get("Uptime")
         if uptime:
@@ -448,15 +489,39 @@ class CallTracker:
         return snap
 
     def _on_snapshot_item(self, srv: Server, msg: Mapping[str, str], touched: set[str]) -> None:
+        """Collect one item of a list: the whole list is applied at CoreShowChannelsComplete, in one step, so the
+        table never shows a partial list (a call with half its legs, a caller chosen from the first item)."""
         snap = srv.snapshot
         action_id = msg.get("ActionID", "")
         if snap is None or snap.action_id != action_id:
+            if snap is not None:
+                self._apply_items(srv, snap, touched)  # a list never completed: what it said still counts
             snap = self._begin_snapshot(srv, action_id)
+        snap.items.append((msg, srv.seq, srv.event_time))
+
+    def _apply_items(self, srv: Server, snap: Snapshot, touched: set[str]) -> None:
+        """Apply the collected items as if each had been applied when it arrived: an event that came after an
+        item outranks it (the channel's ``last_seq`` is newer), an earlier one is refreshed by it."""
+        items, snap.items = snap.items, []
+        complete_time = srv.event_time
+        for msg, seq, t in items:
+            uid = msg.get("Uniqueid", "")
+            ch = srv.channels.get(uid)
+            if ch is not None and ch.last_seq > seq:
+                ch.seen_gen = snap.gen  # listed, and touched by a newer event since: the event's facts stand
+                ch.misses = 0
+                continue
+            srv.event_time = t
+            self._apply_item(srv, snap, msg, touched)
+        srv.event_time = complete_time
+
+    def _apply_item(self, srv: Server, snap: Snapshot, msg: Mapping[str, str], touched: set[str]) -> None:
         uid = msg.get("Uniqueid", "")
         known = uid in srv.channels  # unknown: it began before we listened, or its events were lost
         ch = self._upsert_keys(srv, msg, touched)
         if ch is None:
             return
+        ch.in_appdial = msg.get("Application") == "AppDial"
         if not known:
             srv.stats.resync_added += 1
             ch.created = srv.event_time - parse_hms(msg.get("Duration", ""))
@@ -466,6 +531,9 @@ class CallTracker:
                 call.order = None
                 if ch.created < call.start_time:
                     call.start_time = ch.created
+                parked = srv.parked.get(ch.linkedid) if srv.parked else None
+                if parked is not None:  # kept until the list completes: every leg of the call sees it
+                    self._unpark(call, parked)
         bridge = msg.get("BridgeId", ch.bridge) or ""
         if bridge != ch.bridge:
             self._join_bridge(srv, ch, bridge, touched)
@@ -478,6 +546,9 @@ class CallTracker:
             return
         srv.snapshot = None
         srv.stats.snapshots += 1
+        self._apply_items(srv, snap, touched)
+        if snap.full and srv.parked:
+            srv.parked.clear()  # calls dropped while unreachable and not listed again are gone
         for ch in list(srv.channels.values()):
             if ch.seen_gen == snap.gen or ch.last_seq > snap.begin_seq:
                 continue
