@@ -13,7 +13,9 @@ stuck in a socket write) with a final ``event: error`` / ``data: too slow`` and 
 
 Filtered clients need no per-client row state: every change carries the previous row, so "became
 visible" (→ ``call_added``) and "stopped being visible" (→ ``call_removed``) follow from the filters
-alone — which is also what makes resume exact. Each change's JSON is encoded once, for all clients.
+alone — which is also what makes resume exact. Such a ``call_removed`` carries the previous row (what
+this client saw last), never the new one: a call transferred to another reseller's device must not
+show that client where it went. Each change's JSON is encoded once, for all clients.
 """
 
 from __future__ import annotations
@@ -157,6 +159,14 @@ class _Client:
             return frame
         return _frame(ch.seq, _EVENT[event], frame[ch.data_at:-2])
 
+    def _gone(self, ch: Change) -> bytes:
+        """``call_removed`` of an update that hid the row: ``prev``'s JSON (encoded once per change)."""
+        data = ch.prev_data
+        if data is None:
+            assert ch.prev is not None
+            data = ch.prev_data = dumps(row_object(self._fields, ch.prev, self._clock()))
+        return _frame(ch.seq, b"call_removed", data)
+
     def _visible(self, row: LiveCall) -> bool:
         for p in self.predicates:
             if not p(row):
@@ -175,8 +185,8 @@ class _Client:
                 was = ch.prev is not None and visible(ch.prev)
                 if now:
                     out.append(self._frame(ch, "updated" if was else "added"))
-                elif was:
-                    out.append(self._frame(ch, "removed"))
+                elif was:  # the row as this client saw it last, never the new state it may not see
+                    out.append(self._gone(ch))
             elif visible(ch.row):  # added, or removed (the row as it was last)
                 out.append(self._frame(ch, kind))
         return b"".join(out)
