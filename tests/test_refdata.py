@@ -412,10 +412,10 @@ def test_cli_init_demo_export_import(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
     assert _cli(["db", "demo", "--db", db]) == 0
     out = tmp_path / "dump.json"
-    assert _cli(["db", "export", "--db", db, "--out", str(out)]) == 0
+    assert _cli(["db", "export", "--db", db, "--out", str(out), "--with-secrets"]) == 0
     assert json.loads(out.read_text()) == export_db(db)
     capsys.readouterr()
-    assert _cli(["db", "export", "--db", db]) == 0
+    assert _cli(["db", "export", "--db", db, "--with-secrets"]) == 0  # a pipe, not a terminal
     assert json.loads(capsys.readouterr().out) == export_db(db)
 
     fresh = str(tmp_path / "fresh.db")
