@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from api.active_calls import active_calls_get
 from api.background import background
+from api.clienterrors import install_client_error_limiter
 from api.deps import DEPS_KEY, FIELDS_KEY, RENDERER_KEY, ApiDeps
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
 from api.responses import error_response
@@ -81,6 +82,7 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     ``middlewares`` run inside the error middleware, so their exceptions are rendered too.
     ``stream`` tunes the push stream (queue bounds, keepalive); the defaults suit production."""
     settings = deps.settings
+    install_client_error_limiter()  # malformed requests: one short line each, rate-limited (#14)
     app = web.Application(middlewares=[mor_error_middleware, *middlewares],
                           client_max_size=settings.max_body)
     app[DEPS_KEY] = deps

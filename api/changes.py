@@ -37,7 +37,7 @@ class Change:
     """One row change. ``prev`` is the row as it was before (None for ``added``), so a client with
     filters can tell "became visible" / "stopped being visible" without per-client row state."""
 
-    __slots__ = ("seq", "kind", "row", "prev", "frame", "data_at")
+    __slots__ = ("seq", "kind", "row", "prev", "frame", "data_at", "prev_data")
 
     def __init__(self, seq: int, kind: str, row: LiveCall, prev: LiveCall | None) -> None:
         self.seq = seq
@@ -48,6 +48,8 @@ class Change:
         # once: the row's JSON is ``frame[data_at:-2]``, for clients that see it as another kind).
         self.frame: bytes | None = None
         self.data_at = 0
+        # ``prev``'s JSON, encoded once, for the ``call_removed`` of clients that stop seeing the row.
+        self.prev_data: bytes | None = None
 
 
 class Inbox:

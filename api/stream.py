@@ -9,11 +9,15 @@ the missed changes; anything else gets a fresh snapshot.
 Slow clients cannot slow the daemon: the hub's ``publish`` never touches a client. Each client's task
 reads the shared history from its own cursor and writes to its socket; the stretch between its
 cursor and the head is its queue, bounded by ``max_lag``. A reaper drops clients beyond it (also those
-stuck in a socket write) with a final ``event: error`` / ``data: too slow`` and a log line.
+stuck in a socket write) with a final ``event: error`` / ``data: too slow`` and a log line. The reaper
+also notices every reload of reference data and closes the streams whose user, role, owner or API
+key changed (``event: closed`` / ``data: {"reason": "credentials changed"}``).
 
 Filtered clients need no per-client row state: every change carries the previous row, so "became
 visible" (→ ``call_added``) and "stopped being visible" (→ ``call_removed``) follow from the filters
-alone — which is also what makes resume exact. Each change's JSON is encoded once, for all clients.
+alone — which is also what makes resume exact. Such a ``call_removed`` carries the previous row (what
+this client saw last), never the new one: a call transferred to another reseller's device must not
+show that client where it went. Each change's JSON is encoded once, for all clients.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from api.rows import RowFields
 from api.scope import RowPredicate
 from api.selection import Selection, authorize, check_method, select_rows
 from collector.live.table import LiveCall
+from collector.refdata.index import RefIndex
 
-__all__ = ["STREAM_PATHS", "STREAM_UNAVAILABLE", "StreamSettings", "active_calls_stream", "add_stream_routes"]
+__all__ = ["CREDENTIALS_CHANGED", "STREAM_PATHS", "STREAM_UNAVAILABLE", "StreamSettings", "active_calls_stream",
+           "add_stream_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,8 @@ STREAM_UNAVAILABLE = "Stream not available"
 _METHODS = ("GET", "POST")
 _EVENT = {"added": b"call_added", "updated": b"call_updated", "removed": b"call_removed"}
 _TOO_SLOW = b"event: error\ndata: too slow\n\n"
+CREDENTIALS_CHANGED = "credentials changed"
+_CLOSED = b'event: closed\ndata: {"reason": "%s"}\n\n'
 _BY_ID = attrgetter("id")
 _GONE = (ConnectionError,)  # aiohttp: ClientConnectionResetError, "Cannot write to closing transport"
 
@@ -68,7 +76,7 @@ class _Client:
     """One connected stream: a cursor into the hub's history and the socket it writes to."""
 
     __slots__ = ("user", "predicates", "resp", "request", "cursor", "kicked", "task", "inbox", "_fields",
-                 "_clock")
+                 "_clock", "credentials")
 
     def __init__(self, request: web.Request, resp: web.StreamResponse, sel: Selection, cursor: int,
                  inbox: Inbox | None) -> None:
@@ -82,6 +90,7 @@ class _Client:
         self.task: asyncio.Task[str] | None = None
         self._fields: RowFields = request.app[FIELDS_KEY]
         self._clock = request.app[DEPS_KEY].clock
+        self.credentials = _credentials(request.app[DEPS_KEY].refs(), self.user)
 
     def kick(self, reason: str) -> None:
         if self.kicked is None and self.task is not None and not self.task.done():
@@ -157,6 +166,14 @@ class _Client:
             return frame
         return _frame(ch.seq, _EVENT[event], frame[ch.data_at:-2])
 
+    def _gone(self, ch: Change) -> bytes:
+        """``call_removed`` of an update that hid the row: ``prev``'s JSON (encoded once per change)."""
+        data = ch.prev_data
+        if data is None:
+            assert ch.prev is not None
+            data = ch.prev_data = dumps(row_object(self._fields, ch.prev, self._clock()))
+        return _frame(ch.seq, b"call_removed", data)
+
     def _visible(self, row: LiveCall) -> bool:
         for p in self.predicates:
             if not p(row):
@@ -175,8 +192,8 @@ class _Client:
                 was = ch.prev is not None and visible(ch.prev)
                 if now:
                     out.append(self._frame(ch, "updated" if was else "added"))
-                elif was:
-                    out.append(self._frame(ch, "removed"))
+                elif was:  # the row as this client saw it last, never the new state it may not see
+                    out.append(self._gone(ch))
             elif visible(ch.row):  # added, or removed (the row as it was last)
                 out.append(self._frame(ch, kind))
         return b"".join(out)
@@ -186,12 +203,34 @@ def _frame(seq: int, event: bytes, data: bytes) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event, data)
 
 
+def _credentials(refs: RefIndex, username: str) -> tuple[object, ...] | None:
+    """What a stream's authorization rests on: the user (id, role, owner) and the API key that signs
+    for it (its owner's). None when the user is gone. A change of any of them closes the stream."""
+    user = refs.users_by_username.get(username)
+    if user is None:
+        return None
+    owner = refs.owner_of(user)
+    return user.id, user.usertype, user.owner_id, owner.id if owner else None, owner.api_secret_key if owner else None
+
+
 class StreamState:
     """Per-application registry of connected clients (no module-level state)."""
 
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
         self.clients: set[_Client] = set()
+        self.refs: RefIndex | None = None  # the reference data the open streams were last checked against
+
+    def recheck(self, refs: RefIndex) -> int:
+        """After a reload (new reference data): close every stream whose user, role, owner or API key
+        changed, or whose user is gone — it was authorized by data that no longer holds. Returns how many."""
+        self.refs = refs
+        closed = 0
+        for client in list(self.clients):
+            if _credentials(refs, client.user) != client.credentials:
+                client.kick(CREDENTIALS_CHANGED)
+                closed += 1
+        return closed
 
     def reap(self, hub: ChangeHub) -> None:
         """Drop clients too far behind — including those blocked in a write, which cannot notice."""
@@ -270,14 +309,20 @@ async def active_calls_stream(request: web.Request) -> web.StreamResponse:
         log.warning("api stream dropped api_user=%r reason=too_slow behind=%d max_lag=%d", client.user,
                     client.lag(hub), state.settings.max_lag)
         await _drop(request, resp, state.settings.close_grace)
+    elif reason == CREDENTIALS_CHANGED:
+        await _drop(request, resp, state.settings.close_grace, _CLOSED % CREDENTIALS_CHANGED.encode(), eof=True)
     return resp
 
 
-async def _drop(request: web.Request, resp: web.StreamResponse, grace: float) -> None:
-    """Best effort final line, then close; abort after ``grace`` if the peer never reads it."""
+async def _drop(request: web.Request, resp: web.StreamResponse, grace: float, last: bytes = _TOO_SLOW,
+                eof: bool = False) -> None:
+    """Best effort final line (and, with ``eof``, the response's proper end), then close; abort after
+    ``grace`` if the peer never reads it."""
     try:
         async with asyncio.timeout(1.0):
-            await resp.write(_TOO_SLOW)
+            await resp.write(last)
+            if eof:
+                await resp.write_eof()
     except (TimeoutError, *_GONE):
         pass
     transport = request.transport
@@ -288,10 +333,16 @@ async def _drop(request: web.Request, resp: web.StreamResponse, grace: float) ->
 
 async def _reaper(app: web.Application) -> None:
     state, deps = app[STREAM_KEY], app[DEPS_KEY]
+    state.refs = deps.refs()
     while True:
         await asyncio.sleep(state.settings.reap_interval)
         if deps.changes is not None:
             state.reap(deps.changes)
+        refs = deps.refs()
+        if refs is not state.refs:  # reference data reloaded: re-check who may still stream
+            closed = state.recheck(refs)
+            if closed:
+                log.info("api streams closed after reload reason=credentials_changed count=%d", closed)
 
 
 async def _end_streams(app: web.Application) -> None:

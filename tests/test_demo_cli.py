@@ -81,6 +81,10 @@ async def test_demo_prints_curl_lines_that_work_within_a_minute(tmp_path: Path) 
         for secret in DEMO_SECRETS:
             assert secret not in demo.err and secret not in demo.out
         assert "Traceback" not in demo.err
+        # a long generated AMI secret, so the redaction net never garbles a path (var/********/…)
+        ini = (tmp_path / "demo" / "demo.ini").read_text()
+        assert len(ini.split("secret = ", 1)[1].split()[0]) >= 20
+        assert "********" not in demo.err
     finally:
         await demo.kill()
 

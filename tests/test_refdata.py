@@ -224,6 +224,18 @@ def _bad_cases() -> list[tuple[str, dict[str, Any], str, int | None, str]]:
         ("owner not a reseller", {"users": [{**new_user, "owner_id": 2}]}, "users", 1,
          "owner_id 2 is a user, not an admin or reseller"),
         ("second admin", {"users": [{**new_user, "usertype": "admin"}]}, "users", 1, "a second admin"),
+        ("admin not id 0", {"users": [{"id": 0, "username": "admin", "usertype": "reseller"},
+                                      {"id": 11, "username": "root", "usertype": "admin"}]},
+         "users", 1, "id 0 is the admin's, not a reseller's"),
+        ("admin elsewhere", {"users": [{"id": 0, "username": "admin", "usertype": "user"}]}, "users", 1,
+         "id 0 is the admin's, not a user's"),
+        ("admin with an owner", {"users": [{"id": 0, "username": "admin", "usertype": "admin", "owner_id": 4}]},
+         "users", 1, "the admin's owner_id must be 0"),
+        ("owns itself", {"users": [{**new_user, "usertype": "reseller", "owner_id": 10}]}, "users", 1,
+         "owner_id 10 is the user itself"),
+        ("reseller under a reseller", {"users": [{**new_user, "usertype": "reseller"}]}, "users", 1,
+         "a reseller must be owned by the admin (owner_id 0), got 4"),
+        ("owner missing", {"users": [{**new_user, "owner_id": 99}]}, "users", 1, "owner_id 99 not found in users"),
         ("direction code clash", {"directions": [{"id": 9, "name": "Japan", "code": "DEU"}]},
          "directions", 1, "duplicate code 'DEU'"),
         ("direction name clash, any case", {"directions": [{"id": 9, "name": "GERMANY", "code": "JPN"}]},
@@ -232,6 +244,32 @@ def _bad_cases() -> list[tuple[str, dict[str, Any], str, int | None, str]]:
         ("row not an object", {"users": [[1, "x"]]}, "users", 1, "expected an object"),
         ("unknown table", {"phones": []}, "phones", None, "unknown table"),
     ]
+
+
+@pytest.mark.parametrize("users,row,reason", [
+    ([{"id": 1, "username": "u", "usertype": "user"}], 1, "no admin user"),
+    ([{"id": 0, "username": "r", "usertype": "reseller"}, {"id": 1, "username": "u", "usertype": "user"}], 1,
+     "id 0 is the admin's, not a reseller's"),
+    ([{"id": 5, "username": "root", "usertype": "admin"}], 1, "the admin must have id 0, got 5"),
+    ([{"id": 0, "username": "admin", "usertype": "admin"}, {"id": 1, "username": "acc", "usertype": "accountant",
+      "owner_id": 2}, {"id": 2, "username": "res", "usertype": "reseller"}], 2,
+     "an accountant must be owned by the admin"),
+], ids=["no admin", "id 0 not the admin", "admin not id 0", "accountant under a reseller"])
+def test_privilege_rules_on_a_fresh_database(db_path: Path, users: list[dict[str, Any]], row: int,
+                                             reason: str) -> None:
+    with pytest.raises(ImportValidationError) as err:
+        import_data(db_path, {"users": users}, source="u.json")
+    assert (err.value.table, err.value.row) == ("users", row) and reason in err.value.reason, str(err.value)
+    msg = str(err.value)
+    assert msg.startswith(f"u.json: users row {row}: ") and "\n" not in msg
+
+
+def test_privilege_rules_accept_the_demo_and_a_minimal_set(db_path: Path) -> None:
+    load_demo(db_path)  # the bundled demo data obeys every rule
+    fresh = db_path.with_name("fresh.db")
+    import_data(fresh, {"users": [{"id": 0, "username": "admin", "usertype": "admin"},
+                                  {"id": 1, "username": "res", "usertype": "reseller"},
+                                  {"id": 2, "username": "sub", "usertype": "user", "owner_id": 1}]})
 
 
 @pytest.mark.parametrize("content,table,row,reason", [c[1:] for c in _bad_cases()],
@@ -374,10 +412,10 @@ def test_cli_init_demo_export_import(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
     assert _cli(["db", "demo", "--db", db]) == 0
     out = tmp_path / "dump.json"
-    assert _cli(["db", "export", "--db", db, "--out", str(out)]) == 0
+    assert _cli(["db", "export", "--db", db, "--out", str(out), "--with-secrets"]) == 0
     assert json.loads(out.read_text()) == export_db(db)
     capsys.readouterr()
-    assert _cli(["db", "export", "--db", db]) == 0
+    assert _cli(["db", "export", "--db", db, "--with-secrets"]) == 0  # a pipe, not a terminal
     assert json.loads(capsys.readouterr().out) == export_db(db)
 
     fresh = str(tmp_path / "fresh.db")

@@ -258,6 +258,9 @@ def _validate(state: Mapping[str, Mapping[int, _Entry]], source: str) -> None:
             if entry.record.id < 0:
                 fail(table, entry, f"id must be >= 0, got {entry.record.id}")
 
+    # Privileges: exactly one admin, user id 0 (which the API's "owner 0" and MOR's data assume); every
+    # other user is owned by the admin or by a reseller, and resellers and accountants by the admin, so
+    # owner chains are one level deep and cannot loop.
     admins = 0
     for e in state["users"].values():
         u: User = e.record
@@ -268,10 +271,25 @@ def _validate(state: Mapping[str, Mapping[int, _Entry]], source: str) -> None:
             admins += 1
             if admins > 1:
                 fail("users", e, "a second admin user (MOR has exactly one)")
-        if u.owner_id != 0 and u.owner_id != u.id:
+            if u.id != 0:
+                fail("users", e, f"the admin must have id 0, got {u.id}")
+            if u.owner_id != 0:
+                fail("users", e, f"the admin's owner_id must be 0, got {u.owner_id}")
+            continue
+        if u.id == 0:
+            fail("users", e, f"id 0 is the admin's, not a {u.usertype}'s")
+        if u.owner_id == u.id:
+            fail("users", e, f"owner_id {u.owner_id} is the user itself")
+        if u.owner_id != 0:
             owner = ref("users", e, "owner_id", "users")
             if owner is not None and owner.usertype not in ("admin", "reseller"):
                 fail("users", e, f"owner_id {u.owner_id} is a {owner.usertype}, not an admin or reseller")
+            if u.usertype in ("reseller", "accountant"):
+                article = "an" if u.usertype == "accountant" else "a"
+                fail("users", e, f"{article} {u.usertype} must be owned by the admin (owner_id 0), got {u.owner_id}")
+    if state["users"] and admins == 0:
+        first = min(state["users"].values(), key=lambda e: (e.row is None, e.row or 0, e.record.id))
+        fail("users", first, "no admin user: MOR needs exactly one, with id 0 and usertype admin")
     unique("users", lambda u: u.username, "username")
 
     for e in state["locations"].values():

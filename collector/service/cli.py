@@ -13,6 +13,7 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import TYPE_CHECKING
 
 from collector import __version__
@@ -127,12 +128,16 @@ async def _demo(args: argparse.Namespace) -> int:
         traces = list(args.trace)
     else:
         traces = [Path(str(resources.files("collector") / "data" / DEMO_TRACE))]
+    # A long generated AMI secret: a short one ("demo") is not worth copying into a real config, and
+    # the log redaction safety net only masks secrets of at least MIN_SECRET_LEN characters.
+    ami_secret = token_urlsafe(18)
     replay = ReplayServer(traces, host="127.0.0.1", port=0,
-                          options=ReplayOptions(speed=args.speed, loop_forever=True))
+                          options=ReplayOptions(speed=args.speed, loop_forever=True, username="demo",
+                                                secret=ami_secret))
     ami_port = await replay.start()
     ini = (f"[collector]\nreconcile_interval = 60\n\n[api]\nlisten = 127.0.0.1\nport = {args.port}\n\n"
            f"[database]\npath = {db}\n\n[server:demo]\nhost = 127.0.0.1\nport = {ami_port}\n"
-           "username = demo\nsecret = demo\nserver_id = 1\n")
+           f"username = demo\nsecret = {ami_secret}\nserver_id = 1\n")
     (workdir / "demo.ini").write_text(ini)
     settings = parse_settings(ini, source=str(workdir / "demo.ini"))
     started: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()

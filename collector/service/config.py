@@ -3,12 +3,18 @@
 Every problem is reported as one line naming the file, section and key (``ConfigError``), so an operator
 fixes it at a glance; the CLI turns it into exit status 2. Secrets are wrapped so that neither ``repr``
 nor a log line can show them.
+
+Unknown sections and keys are errors too, with the nearest valid name suggested. There is no table of
+known keys: ``_Reader`` records every key it is asked for, and unknown = present − read. So a new key is
+known as soon as the parser reads it — read every key of a section unconditionally (a key read only
+when another is set would be reported as unknown otherwise).
 """
 
 from __future__ import annotations
 
 import builtins
 import configparser
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +63,24 @@ class _Reader:
         self.parser = parser
         self.source = source
         self.sources = sources or {}  # (section, key) -> the file that set it last (conf.d drop-ins)
+        # Every (section, key) a reader was asked for, present or not: the known-key table is what the
+        # parser reads, so a new key never needs a second list (see ``check_unknown``).
+        self.asked: dict[builtins.str, set[builtins.str]] = {}
 
     def fail(self, section: str, key: str, why: str) -> ConfigError:
         where = self.sources.get((section, key.lower()), self.source)
         return ConfigError(f"{where}: [{section}] {key}: {why}")
 
+    def missing(self, section: builtins.str, key: builtins.str) -> ConfigError:
+        """A required key is absent: blame a misspelling of it when there is one (``secert``)."""
+        if self.parser.has_section(section):
+            for present in self.parser.options(section):
+                if present != key and difflib.get_close_matches(present, [key], n=1, cutoff=0.6):
+                    return self.fail(section, present, f"unknown key (did you mean {key!r}?)")
+        return self.fail(section, key, "missing (required)")
+
     def raw(self, section: str, key: str) -> str | None:
+        self.asked.setdefault(section, set()).add(key.lower())
         if not self.parser.has_section(section) or not self.parser.has_option(section, key):
             return None
         return self.parser.get(section, key, raw=True).strip()
@@ -71,7 +89,7 @@ class _Reader:
         value = self.raw(section, key)
         if value is None or value == "":
             if default is None:
-                raise self.fail(section, key, "missing (required)")
+                raise self.missing(section, key)
             return default
         return value
 
@@ -80,7 +98,7 @@ class _Reader:
         value = self.raw(section, key)
         if value is None or value == "":
             if default is None:
-                raise self.fail(section, key, "missing (required)")
+                raise self.missing(section, key)
             return default
         try:
             n = int(value)
@@ -114,6 +132,26 @@ class _Reader:
             return False
         raise self.fail(section, key, f"not a boolean (yes/no): {value!r}")
 
+    def check_unknown(self, families: dict[builtins.str, builtins.str]) -> None:
+        """After every read: a section nothing was read from, or a key nobody asked for, is an error
+        naming file, section and key, with the nearest known name suggested. ``families`` maps a
+        section prefix (``server:``) to the name shown for it (``[server:NAME]``)."""
+        for section in self.parser.sections():
+            asked = self.asked.get(section)
+            if asked is None:
+                shown = sorted({*(s for s in self.asked if not s.startswith(tuple(families))),
+                                *families.values()})
+                near = difflib.get_close_matches(section, shown, n=1, cutoff=0.6)
+                hint = f" (did you mean [{near[0]}]?)" if near else f" (expected {', '.join(f'[{n}]' for n in shown)})"
+                keys = self.parser.options(section)
+                where = self.sources.get((section, keys[0]), self.source) if keys else self.source
+                raise ConfigError(f"{where}: [{section}]: unknown section{hint}")
+            for key in self.parser.options(section):
+                if key not in asked:
+                    near = difflib.get_close_matches(key, sorted(asked), n=1, cutoff=0.6)
+                    hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    raise self.fail(section, key, f"unknown key{hint}")
+
 
 def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = None,
                    sources: dict[tuple[str, str], str] | None = None) -> Settings:
@@ -123,11 +161,14 @@ def parse_settings(text: str, source: str = "<config>", base_dir: Path | None = 
     except configparser.Error as exc:
         raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
     r = _Reader(parser, source, sources)
-    known = {"collector", "api", "database", "refdata"}
-    for section in parser.sections():
-        if section not in known and not section.startswith("server:"):
-            raise r.fail(section, "*", "unknown section (expected [collector], [api], [database], [refdata], "
-                                            "[server:NAME])")
+    settings = _parse(parser, r, base_dir)
+    # Unknown = present − read: the check needs no table of its own (keys added by anyone are known
+    # as soon as the code above reads them). A section nothing reads is an unknown section.
+    r.check_unknown({"server:": "server:NAME"})
+    return settings
+
+
+def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None) -> Settings:
 
     level = r.str("collector", "log_level", "INFO").upper()
     if level not in _LOG_LEVELS:
@@ -248,13 +289,19 @@ def _api_settings(r: _Reader) -> ApiSettings:
 
 
 # --- [refdata] (issue #15: reference data from MOR's MySQL) ------------------------------------------
+_MYSQL_KEYS = ("mysql_host", "mysql_port", "mysql_socket", "mysql_user", "mysql_password", "mysql_database",
+               "refresh_interval", "mysql_tls", "mysql_tls_ca", "mysql_tls_verify")
+
+
 def _parse_refdata(r: _Reader) -> RefdataSettings:
     """``[refdata]``: ``source = file`` (default; nothing else read) or ``mysql`` (the MOR sync)."""
     sec = "refdata"
     source = r.str(sec, "source", "file").lower()
     if source not in REFDATA_SOURCES:
         raise r.fail(sec, "source", f"one of {', '.join(REFDATA_SOURCES)}, got {source!r}")
-    if source == "file":
+    if source == "file":  # the MySQL keys may stay in the file (switching back and forth): known, unused
+        for key in _MYSQL_KEYS:
+            r.raw(sec, key)
         return RefdataSettings()
     import importlib.util
 

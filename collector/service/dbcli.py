@@ -18,6 +18,7 @@ from pathlib import Path
 
 from collector.refdata.importer import import_file, load_demo
 from collector.refdata.store import DEFAULT_DB_PATH, REF_TABLES, SCHEMA_VERSION, RefDataError, export_db, init_db
+from collector.service.logsetup import MASK
 
 __all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_init", "main", "register"]
 
@@ -39,7 +40,23 @@ row rejects the file, naming table, row and reason, and nothing is written.
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="PATH", default=DEFAULT_DB_PATH, help=_DB_HELP)
+    parser.add_argument("--db", metavar="PATH", default=None, help=_DB_HELP)
+    parser.add_argument("-c", "--config", metavar="FILE", type=Path, default=None,
+                        help="use the database of this configuration file ([database] path)")
+
+
+def _db_path(command: str, args: argparse.Namespace) -> str | Path | int:
+    """``--db``, or the ``[database] path`` of ``-c FILE``, or the default; an exit code on error."""
+    if args.db is not None and args.config is not None:
+        return _fail(command, "give either --db PATH or -c FILE, not both", 2)
+    if args.config is not None:
+        from collector.service.config import ConfigError, load_settings
+
+        try:
+            return load_settings(args.config).database
+        except ConfigError as exc:
+            return _fail(command, f"config error: {exc}", 2)
+    return args.db if args.db is not None else DEFAULT_DB_PATH
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -76,8 +93,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser("export", help="dump every reference table as JSON (re-importable)",
                        description="Write all reference tables as one JSON object that `db import` "
-                                   "accepts, to FILE or standard output.")
-    p.add_argument("--out", metavar="FILE", help="write to FILE (atomically) instead of standard output")
+                                   "accepts, to FILE or standard output. API secret keys are masked "
+                                   "unless --with-secrets is given (which will not write to a terminal).")
+    p.add_argument("--out", metavar="FILE", help="write to FILE (atomically, mode 0600) instead of standard output")
+    p.add_argument("--with-secrets", action="store_true",
+                   help=f"include API secret keys (masked as {MASK!r} otherwise); refused on a terminal")
     _add_db(p)
     p.set_defaults(func=cmd_export)
 
@@ -91,9 +111,13 @@ def _fail(command: str, message: str, code: int) -> int:
     return code
 
 
-def _run(command: str, action: Callable[[], None]) -> int:
+def _run(command: str, action: Callable[[Path | str], None], args: argparse.Namespace) -> int:
+    db = _db_path(command, args)
+    if isinstance(db, int):
+        return db
+    args.db = db
     try:
-        action()
+        action(db)
     except (RefDataError, OSError) as exc:
         return _fail(command, str(exc).replace("\n", " "), 2)
     except sqlite3.Error as exc:
@@ -102,30 +126,37 @@ def _run(command: str, action: Callable[[], None]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    def action() -> None:
-        version = init_db(args.db)
-        print(f"{args.db}: schema version {version}")
-    return _run("init", action)
+    def action(db: Path | str) -> None:
+        version = init_db(db)
+        print(f"{db}: schema version {version}")
+    return _run("init", action, args)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    def action() -> None:
-        counts = import_file(args.db, args.file, replace=args.replace)
+    def action(db: Path | str) -> None:
+        counts = import_file(db, args.file, replace=args.replace)
         summary = ", ".join(f"{t} {n}" for t, n in counts.items()) or "nothing"
-        print(f"{args.db}: imported {summary} from {args.file}")
-    return _run("import", action)
+        print(f"{db}: imported {summary} from {args.file}")
+    return _run("import", action, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    def action() -> None:
-        counts = load_demo(args.db)
-        print(f"{args.db}: demo data loaded ({sum(counts.values())} rows)")
-    return _run("demo", action)
+    def action(db: Path | str) -> None:
+        counts = load_demo(db)
+        print(f"{db}: demo data loaded ({sum(counts.values())} rows)")
+    return _run("demo", action, args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    def action() -> None:
-        text = json.dumps(export_db(args.db), indent=1, ensure_ascii=False) + "\n"
+    if args.with_secrets and not args.out and sys.stdout.isatty():
+        return _fail("export", "refusing to write secrets to a terminal: use --out FILE or a pipe", 2)
+    def action(db: Path | str) -> None:
+        data = export_db(db)
+        if not args.with_secrets:
+            for user in data.get("users", []):
+                if user.get("api_secret_key"):
+                    user["api_secret_key"] = MASK
+        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
         if not args.out:
             sys.stdout.write(text)
             return
@@ -138,7 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    return _run("export", action)
+    return _run("export", action, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

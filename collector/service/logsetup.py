@@ -8,7 +8,10 @@ Secrets never reach the output: the formatter masks the value after ``secret``, 
 ``api_secret_key``, ``token`` (``: ``, ``=`` or dict-repr forms) and ``Authorization: Bearer`` in the
 whole formatted text, tracebacks included (panoramisk prints a Login action, ``Secret:`` and all, when a
 connection dies with it pending). Exact values registered with :func:`add_secrets` (the configured AMI
-secrets, API secret keys, status token) are masked wherever they appear.
+secrets, API secret keys, status token) are masked where they appear as a whole token (not inside a
+longer word or number), and only when at least ``MIN_SECRET_LEN`` characters long: a short secret
+(``demo``) would otherwise garble paths and words (``var/********/collector.db``). This is a safety net:
+our own code never logs a secret, whatever its length.
 
 panoramisk's own link messages ("Connection lost" at ERROR, "Not able to reconnect" …) are dropped below
 DEBUG: the session logs each of those events once, with ``server=`` and the retry delay.
@@ -22,11 +25,12 @@ import re
 import sys
 from collections.abc import Iterable
 
-__all__ = ["MASK", "RedactingFormatter", "add_secrets", "redact", "set_level", "setup_logging"]
+__all__ = ["MASK", "MIN_SECRET_LEN", "RedactingFormatter", "add_secrets", "redact", "set_level", "setup_logging"]
 
 _ROOTS = ("collector", "api", "aiohttp")
 
 MASK = "********"
+MIN_SECRET_LEN = 6
 
 _KEYED = re.compile(
     r"""(?ix)
@@ -39,6 +43,7 @@ _BEARER = re.compile(r"(?i)(\bBearer\s+)([^\s'\",;]+)")
 _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
 _secrets: set[str] = set()
+_secrets_re: re.Pattern[str] | None = None
 
 #: panoramisk's own lines about the link, each already logged by AmiSession with ``server=`` context
 #: ("ami disconnected server=… retry_in=…"); at ERROR without a server name they only mislead.
@@ -58,19 +63,23 @@ _PANORAMISK_FILTER = _DropPanoramiskDuplicates()
 
 
 def add_secrets(values: Iterable[str | None]) -> None:
-    """Mask these exact values in every later log line (values shorter than 4 characters are ignored:
-    masking them would garble ordinary words)."""
+    """Mask these exact values, as whole tokens, in every later log line (values shorter than
+    ``MIN_SECRET_LEN`` are ignored: masking them would garble ordinary words and paths)."""
+    global _secrets_re
+    before = len(_secrets)
     for v in values:
-        if v and len(str(v)) >= 4:
+        if v and len(str(v)) >= MIN_SECRET_LEN:
             _secrets.add(str(v))
+    if len(_secrets) != before:
+        alternatives = "|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True))
+        _secrets_re = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
 def redact(text: str) -> str:
     text = _KEYED.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
-    for s in sorted(_secrets, key=len, reverse=True):
-        if s in text:
-            text = text.replace(s, MASK)
+    if _secrets_re is not None:
+        text = _secrets_re.sub(MASK, text)
     return text
 
 
