@@ -21,8 +21,7 @@ import aiohttp
 import pytest
 
 from collector.service.daemon import Daemon
-from tests.daemon_helpers import comparable, offline_calls, running_daemon, settings_for, wait_until
-from tests.helpers import trace_paths
+from tests.daemon_helpers import running_daemon, settings_for, wait_until
 
 BANNER = b"Asterisk Call Manager/9.0.0\r\n"
 _ACTION_ID = re.compile(rb"(?im)^ActionID:\s*(.*?)\s*$")

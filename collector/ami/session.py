@@ -188,6 +188,9 @@ class AmiSession:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.cfg.tls and not self.cfg.tls_verify:
+            log.warning("ami TLS without certificate verification server=%s host=%s (tls_verify = no): the "
+                        "link is encrypted but anyone on the path can pose as this Asterisk", self.name, self.cfg.host)
         self._manager = _Manager(
             self,
             host=self.cfg.host, port=self.cfg.port, username=self.cfg.username,
