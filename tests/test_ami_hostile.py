@@ -16,6 +16,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -125,7 +126,7 @@ async def metrics_text(daemon: Daemon) -> str:
 
 # ------------------------------------------------------------------------------- 1. step timeouts
 
-FAST: dict[str, object] = {"connect_timeout": 0.5, "login_timeout": 0.3, "ping_timeout": 0.3, "resync_timeout": 0.3,
+FAST: dict[str, Any] = {"connect_timeout": 0.5, "login_timeout": 0.3, "ping_timeout": 0.3, "resync_timeout": 0.3,
         "reconnect_min": 0.05, "reconnect_max": 0.2}
 
 
@@ -229,7 +230,8 @@ def item(aid: bytes, i: int) -> bytes:
 
 def empty_list(aid: bytes) -> bytes:
     return (reply(aid, "EventList: start", "Message: Channels will follow")
-            + b"Event: CoreShowChannelsComplete\r\nActionID: " + aid + b"\r\nEventList: Complete\r\nListItems: 0\r\n\r\n")
+            + b"Event: CoreShowChannelsComplete\r\nActionID: " + aid
+            + b"\r\nEventList: Complete\r\nListItems: 0\r\n\r\n")
 
 
 async def write_lazily(w: asyncio.StreamWriter, blocks: Callable[[int], bytes], n: int, chunk: int = 2000) -> None:
