@@ -47,7 +47,8 @@ async def replay_server() -> AsyncIterator[ReplayFactory]:
             paths.extend([p] if p.suffix in (".ami", ".gz") or p.exists() else scenario_files(str(t)))
         host = kwargs.pop("host", "127.0.0.1")
         port = kwargs.pop("port", 0)
-        server = ReplayServer(paths, host=host, port=port, options=ReplayOptions(**kwargs))
+        tls = kwargs.pop("ssl", None)
+        server = ReplayServer(paths, host=host, port=port, options=ReplayOptions(**kwargs), ssl=tls)
         servers.append(server)
         await server.start()
         return server

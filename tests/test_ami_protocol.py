@@ -110,7 +110,7 @@ async def test_logged_in_means_login_accepted_not_tcp_connected(tmp_path: Path) 
         try:
             await reader.read()
         finally:
-            writer.close()
+            writer.close()  # else its transport is collected later, warning inside whichever test runs then
 
     server = await asyncio.start_server(mute, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -123,7 +123,7 @@ async def test_logged_in_means_login_accepted_not_tcp_connected(tmp_path: Path) 
     finally:
         await session.stop()
         server.close()
-        await server.wait_closed()
+        await asyncio.wait_for(server.wait_closed(), 5)
 
 
 def _full_read(size: int) -> bytes:

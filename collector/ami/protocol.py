@@ -90,6 +90,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         self.lag = 0.0  # seconds this reader is behind the stream (see _note_lag)
         self._lag_floor = math.inf
         self._lag_warned_at = -math.inf
+        self.bytes_in = 0  # on this connection (a protocol per connection): tells "no banner" from "no login"
 
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         super().connection_made(transport)
@@ -102,6 +103,7 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
     def data_received(self, data: bytes) -> None:
         probe = self._probe
         started = time.perf_counter() if probe is not None else 0.0
+        self.bytes_in += len(data)
         if self._on_bytes is not None:
             self._on_bytes(len(data))
         # clocks are read once per chunk, not per message: at 100k events/s that is most of this layer

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from panoramisk import Manager
@@ -47,8 +48,8 @@ NOISE_EVENTS = (
     "NewAccountCode", "BridgeCreate", "BridgeDestroy",
 )
 
-#: The events the session reads itself (besides replies): what ends a resync list, and Asterisk restarting.
-_SESSION_EVENTS = frozenset(("CoreShowChannelsComplete", "FullyBooted", "Shutdown"))
+#: The events the session reads itself (besides replies): a resync list, and Asterisk restarting.
+_SESSION_EVENTS = frozenset(("CoreShowChannel", "CoreShowChannelsComplete", "FullyBooted", "Shutdown"))
 #: Asterisk's lifecycle events: always asked for, the session itself acts on them.
 _LIFECYCLE_EVENTS = ("FullyBooted", "Shutdown")
 #: Replies to our own CoreShowChannels: sent to the asking login whatever its filter, so not in the filter.
@@ -80,6 +81,20 @@ class ServerStatus:
     events: int = 0
     bytes: int = 0
     last_error: str = ""
+    timeouts: dict[str, int] = field(default_factory=dict)  # step (connect, banner, login, ping …) → expiries
+    degraded: str = ""  # why the session refuses part of what this server sends ("" = within bounds)
+    tls: bool = False
+
+
+def tls_context(cfg: AmiServerSettings) -> ssl.SSLContext | None:
+    """The client TLS context of a server (None without ``tls``); ``tls_ca`` is read here (at start)."""
+    if not cfg.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls_ca)
+    if not cfg.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -88,6 +103,19 @@ class _Manager(Manager):  # type: ignore[misc]
     def __init__(self, session: AmiSession, **config: Any) -> None:
         super().__init__(**config)
         self._session = session
+
+    def connect(self, run_forever: bool = False, on_startup: Any = None,
+                on_shutdown: Any = None) -> asyncio.Future[Any]:
+        """panoramisk's connect, bounded by ``connect_timeout`` (TCP connect and TLS handshake), with TLS
+        server name and context of our own (panoramisk passes ``ssl=`` only)."""
+        s = self._session
+        tls = s.ssl_context
+        conn = self.loop.create_connection(
+            self.config["protocol_factory"], self.config["host"], self.config["port"], ssl=tls,
+            server_hostname=(s.cfg.tls_server_name or s.cfg.host) if tls is not None else None)
+        t = asyncio.ensure_future(asyncio.wait_for(conn, s.settings.connect_timeout))
+        t.add_done_callback(self.connection_made)
+        return t
 
     def connection_made(self, f: asyncio.Future) -> None:  # type: ignore[type-arg]
         if self._session.stopping:
@@ -147,6 +175,11 @@ class AmiSession:
         self._auth_failed = False
         self._resync_seq = 0
         self._resync_waiters: dict[str, asyncio.Future[int]] = {}
+        # items of the resync lists being read, held until their Complete (see _on_resync_list)
+        self._resync_items: dict[str, list[AmiMessage]] = {}
+        self._login_timer: asyncio.TimerHandle | None = None
+        self.ssl_context = tls_context(cfg)
+        self.status.tls = cfg.tls
         self._resync_wanted = asyncio.Event()
         self._drop_reason: str | None = None  # why we aborted the link ourselves, for the disconnect line
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +188,9 @@ class AmiSession:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.cfg.tls and not self.cfg.tls_verify:
+            log.warning("ami TLS without certificate verification server=%s host=%s (tls_verify = no): the "
+                        "link is encrypted but anyone on the path can pose as this Asterisk", self.name, self.cfg.host)
         self._manager = _Manager(
             self,
             host=self.cfg.host, port=self.cfg.port, username=self.cfg.username,
@@ -218,9 +254,38 @@ class AmiSession:
     # ------------------------------------------------------------------ callbacks from _Manager
     def _connected(self) -> None:
         self.status.connected = True
-        log.info("ami connected server=%s host=%s port=%s", self.name, self.cfg.host, self.cfg.port)
+        log.info("ami connected server=%s host=%s port=%s tls=%s", self.name, self.cfg.host, self.cfg.port,
+                 "no" if self.ssl_context is None else ("yes" if self.cfg.tls_verify else "unverified"))
+        self._cancel_login_timer()
+        self._login_timer = asyncio.get_running_loop().call_later(self.settings.login_timeout, self._login_expired)
+
+    def _cancel_login_timer(self) -> None:
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
+
+    def _login_expired(self) -> None:
+        self._login_timer = None
+        if self.stopping or self.status.logged_in or not self.status.connected:
+            return
+        # the banner is one line without a blank line after it: the framer may still hold it, so "any byte
+        # since connect" is what tells a silent peer from one that never answers the Login
+        banner = getattr(getattr(self._manager, "protocol", None), "bytes_in", 0) > 0
+        step = "login" if banner else "banner"
+        what = "no answer to Login" if banner else "no AMI banner"
+        self._timeout(step, f"{what} within {self.settings.login_timeout:g}s")
+
+    def _timeout(self, step: str, why: str) -> None:
+        """One step of the session expired: count it, say so (one line, in drop_connection), reconnect."""
+        self.status.timeouts[step] = self.status.timeouts.get(step, 0) + 1
+        self.drop_connection(f"{step} timeout: {why}")
 
     def _connect_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            self.status.timeouts["connect"] = self.status.timeouts.get("connect", 0) + 1
+            exc = TimeoutError(f"connect timeout: no connection within {self.settings.connect_timeout:g}s")
+        elif isinstance(exc, ssl.SSLError):
+            exc = ConnectionError(f"TLS: {exc}")
         self.status.last_error = f"connect: {exc}"
         delay = self._next_delay()
         if self._manager is not None:
@@ -232,6 +297,8 @@ class AmiSession:
         was = self.status.logged_in
         self.status.connected = self.status.logged_in = False
         self.logged_in.clear()
+        self._cancel_login_timer()
+        self._discard_resync_items()
         for fut in self._resync_waiters.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("disconnected during resync"))
@@ -250,6 +317,7 @@ class AmiSession:
                     self.name, was, reason, delay)
 
     def _login_result(self, ok: bool, future: asyncio.Future) -> None:  # type: ignore[type-arg]
+        self._cancel_login_timer()
         if not ok:
             self._auth_failed = True
             self.status.auth_failures += 1
@@ -262,8 +330,7 @@ class AmiSession:
                       self.name, self.cfg.username, message, self.settings.auth_retry)
             self.drop_connection(f"authentication failed: {message}")
             return
-        self._auth_failed = False
-        self._attempt = 0
+        self._auth_failed = False  # the backoff starts again only after a resync answered (see resync)
         self.status.logged_in = True
         self.status.since = time.time()
         self.logged_in.set()
@@ -285,21 +352,66 @@ class AmiSession:
         self.status.last_event_at = time.time()  # per chunk, not per message
 
     def _on_batch(self, server_id: int, batch: MessageBatch) -> None:
-        """The protocol's sink: read what concerns the session, then hand the whole batch on."""
+        """The protocol's sink: read what concerns the session, then hand the batch on. Our resync lists
+        are handed on whole or not at all (``_on_resync_list``)."""
         self.status.events += len(batch)
-        for msg in batch:  # only resync replies and two lifecycle events concern the session itself
+        out: MessageBatch | None = None  # the batch as handed on, built only once a resync reply is in it
+        for i, msg in enumerate(batch):  # only resync replies and two lifecycle events concern the session
             event = msg.get("Event")
             if event is not None and event not in _SESSION_EVENTS:
+                if out is not None:
+                    out.append(msg)
                 continue  # nearly every event stops at this one lookup
             action_id = msg.get("ActionID")
             if action_id is not None and action_id.startswith(RESYNC_ACTION_PREFIX):
-                self._on_resync_message(action_id, msg)
+                if out is None:
+                    out = batch[:i]
+                self._on_resync_list(action_id, event, msg, out)
+                continue
             if event == "FullyBooted":
                 self.request_resync()
             elif event == "Shutdown":
                 log.warning("asterisk shutting down server=%s shutdown=%s restart=%s", self.name,
                             msg.get("Shutdown"), msg.get("Restart"))
-        self._deliver(server_id, batch)
+            if out is not None:
+                out.append(msg)
+        self._deliver(server_id, batch if out is None else out)
+
+    def _on_resync_list(self, action_id: str, event: str | None, msg: AmiMessage, out: MessageBatch) -> None:
+        """One message of one of our CoreShowChannels answers. Its items are held until its Complete and
+        handed on with it, so a list cut short (timeout, disconnect, over ``max_resync_entries``) leaves
+        nothing behind; a list no longer awaited is dropped whole. Past ``max_resync_entries`` items the
+        list is refused and the server degraded until a list fits again."""
+        fut = self._resync_waiters.get(action_id)
+        if fut is None or fut.done():
+            return  # timed out, refused or disconnected: never applied, not even its Complete
+        if event == "CoreShowChannel":
+            held = self._resync_items.setdefault(action_id, [])
+            if len(held) >= self.settings.max_resync_entries:
+                self._resync_items.pop(action_id, None)
+                self._set_degraded(f"resync answer over max_resync_entries={self.settings.max_resync_entries}")
+                fut.set_exception(OverflowError(f"more than {self.settings.max_resync_entries} entries"))
+                return
+            held.append(msg)
+            return
+        if event == "CoreShowChannelsComplete":
+            out.extend(self._resync_items.pop(action_id, ()))
+        out.append(msg)
+        self._on_resync_message(action_id, msg)
+
+    def _discard_resync_items(self) -> None:
+        self._resync_items.clear()
+
+    def _set_degraded(self, reason: str) -> None:
+        if self.status.degraded != reason:
+            log.warning("ami server degraded server=%s reason=%s: its excess is refused until it is back "
+                        "within bounds", self.name, reason)
+        self.status.degraded = reason
+
+    def _clear_degraded(self) -> None:
+        if self.status.degraded:
+            log.info("ami server back within bounds server=%s (was: %s)", self.name, self.status.degraded)
+            self.status.degraded = ""
 
     def _on_resync_message(self, action_id: str, msg: AmiMessage) -> None:
         fut = self._resync_waiters.get(action_id)
@@ -333,9 +445,13 @@ class AmiSession:
             raise
         finally:
             self._resync_waiters.pop(action_id, None)
+            self._resync_items.pop(action_id, None)
             self.status.last_resync_at = time.time()
             self.status.last_resync_seconds = time.monotonic() - started
         self.status.resyncs += 1
+        self._attempt = 0  # a server that answers its resync is healthy: the backoff starts again
+        if self.status.degraded.startswith("resync answer"):
+            self._clear_degraded()
         self.status.last_resync_result = f"ok: {items} channels"
         log.info("ami resync server=%s channels=%d seconds=%.3f", self.name, items,
                  self.status.last_resync_seconds or 0.0)
@@ -354,8 +470,10 @@ class AmiSession:
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
-                log.warning("ami resync timed out server=%s after %.1fs", self.name, self.settings.resync_timeout)
-                self.drop_connection("resync timeout")
+                self._timeout("resync", f"no CoreShowChannels answer within {self.settings.resync_timeout:g}s")
+            except OverflowError as exc:
+                # the rest of the list cannot be skipped on a stream: the connection goes, backoff applies
+                self.drop_connection(f"resync refused: {exc} (max_resync_entries)")
             except Exception as exc:
                 log.warning("ami resync failed server=%s error=%s", self.name, exc)
 
@@ -380,7 +498,7 @@ class AmiSession:
                 raise
             except Exception:
                 self.status.pong_timeouts += 1
-                self.drop_connection(f"no pong within {self.settings.ping_timeout:.1f}s")
+                self._timeout("ping", f"no pong within {self.settings.ping_timeout:g}s")
 
     async def _send_filter(self) -> None:
         mgr = self._manager
@@ -389,14 +507,21 @@ class AmiSession:
         # POSIX ERE over the whole event text, unanchorable per line: "Event: Hangup" also admits
         # HangupRequest, which the tracker uses anyway
         regex = "Event: (" + "|".join(self.filter_events) + ")"
+        timeout = self.settings.ping_timeout
         try:
             resp = await asyncio.wait_for(
-                mgr.send_action({"Action": "Filter", "Operation": "Add", "Filter": regex}), 5.0)
+                mgr.send_action({"Action": "Filter", "Operation": "Add", "Filter": regex}), timeout)
             log.info("ami filter server=%s response=%s", self.name, resp.get("Response"))
+        except TimeoutError:
+            self._timeout("filter", f"no answer to Filter within {timeout:g}s")
+            return
         except Exception as exc:
             log.warning("ami filter failed server=%s error=%s (needs write=system)", self.name, exc)
         try:
-            await asyncio.wait_for(mgr.send_action({"Action": "Events", "EventMask": self.cfg.events}), 5.0)
+            await asyncio.wait_for(mgr.send_action({"Action": "Events", "EventMask": self.cfg.events}), timeout)
+        except TimeoutError:
+            self._timeout("events", f"no answer to Events within {timeout:g}s")
+            return
         except Exception as exc:
             log.warning("ami events mask failed server=%s error=%s", self.name, exc)
         self.request_resync()

@@ -29,6 +29,11 @@ class AmiServerSettings:
     enabled: bool = True
     events: str = "call,system"
     send_filter: bool = False  # also send an Action: Filter include list (needs write=system)
+    # AMI over TLS (Asterisk's tlsenable/tlsbindaddr, usually port 5039)
+    tls: bool = False
+    tls_ca: str | None = None  # PEM CA file to verify the server with; None = the system's CAs
+    tls_verify: bool = True  # no: encrypt without checking who answers (a warning is logged)
+    tls_server_name: str | None = None  # name checked against the certificate (and sent as SNI); None = host
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +50,8 @@ class CollectorSettings:
     require_all_servers: bool = False
     stale_after: float = 60.0  # s a server may stay disconnected before its calls leave the table (issue 13)
     watchdog: bool = True
+    connect_timeout: float = 10.0  # TCP connect (and TLS handshake)
+    login_timeout: float = 10.0  # from connect to the Login answer (banner included)
+    # per-server bounds: past one the server is marked degraded and its excess refused
+    max_channels: int = 50_000  # channels tracked per server
+    max_resync_entries: int = 100_000  # items accepted from one CoreShowChannels answer

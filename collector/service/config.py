@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import builtins
 import configparser
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from api.settings import ApiSettings
 from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
@@ -186,6 +188,11 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
         require_all_servers=r.bool("collector", "require_all_servers", False),
         stale_after=r.float("collector", "stale_after", 60.0, 0.1, 86400.0),
         watchdog=r.bool("collector", "watchdog", True),
+        # --- amisec (issue #14 B): step timeouts and per-server bounds
+        connect_timeout=r.float("collector", "connect_timeout", 10.0, 0.01, 600.0),
+        login_timeout=r.float("collector", "login_timeout", 10.0, 0.01, 600.0),
+        max_channels=r.int("collector", "max_channels", 50_000, 1, 10_000_000),
+        max_resync_entries=r.int("collector", "max_resync_entries", 100_000, 1, 10_000_000),
     )
     api = _api_settings(r)
     http = _http_settings(r)
@@ -215,6 +222,7 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
             events=events,
             send_filter=r.bool(section, "send_filter", False),
         )
+        srv = dataclasses.replace(srv, **_tls_settings(r, section, base_dir))  # amisec: AMI over TLS
         if srv.server_id in ids and srv.enabled:
             raise r.fail(section, "server_id", f"{srv.server_id} already used by [server:{ids[srv.server_id]}]")
         if srv.enabled:
@@ -222,6 +230,34 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
         servers.append(srv)
     return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers), http=http,
                     refdata=_parse_refdata(r))
+
+
+# ------------------------------------------------------------------------------- [server:NAME] TLS (amisec)
+def _tls_settings(r: _Reader, section: str, base_dir: Path | None) -> dict[str, Any]:
+    """``tls``, ``tls_ca`` (must exist and be readable; relative to the config file), ``tls_verify``,
+    ``tls_server_name``; the TLS keys without ``tls = yes`` are an error (they would be silently unused)."""
+    tls = r.bool(section, "tls", False)
+    ca = r.str(section, "tls_ca", "") or None
+    name = r.str(section, "tls_server_name", "") or None
+    verify = r.bool(section, "tls_verify", True)
+    if not tls:
+        for key in ("tls_ca", "tls_server_name", "tls_verify"):
+            if r.raw(section, key):
+                raise r.fail(section, key, "needs tls = yes")
+        return {}
+    if ca is not None:
+        path = Path(ca)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(4096)
+        except OSError as exc:
+            raise r.fail(section, "tls_ca", f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in head:
+            raise r.fail(section, "tls_ca", f"{str(path)!r} is not a PEM certificate file")
+        ca = str(path)
+    return {"tls": True, "tls_ca": ca, "tls_verify": verify, "tls_server_name": name}
 
 
 # ---------------------------------------------------------------------------------------------- [api]

@@ -201,6 +201,7 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         tune_gc()
+        self.tracker.set_max_channels(s.collector.max_channels)  # amisec: per-server channel bound
         self.log_level = s.collector.log_level
         add_secrets([str(srv.secret) for srv in s.servers] + [str(s.http.status_token or "")])
         self.settings.database.parent.mkdir(parents=True, exist_ok=True)

@@ -83,9 +83,20 @@ class _StateCollector:
         resyncs = CounterMetricFamily(f"{PREFIX}_resyncs", "CoreShowChannels resyncs completed", labels=["server"])
         corrections = CounterMetricFamily(f"{PREFIX}_reconcile_corrections",
                                           "Channels a resync added or removed", labels=["server", "kind"])
+        timeouts = CounterMetricFamily(f"{PREFIX}_ami_timeouts", "AMI session steps that expired "
+                                       "(connect, banner, login, ping, resync, filter, events)",
+                                       labels=["server", "step"])
+        degraded = GaugeMetricFamily(f"{PREFIX}_ami_degraded", "1 while a server is past a bound "
+                                     "(max_channels, max_resync_entries) and its excess is refused", labels=["server"])
+        refused = CounterMetricFamily(f"{PREFIX}_channels_refused", "New channels refused at max_channels",
+                                      labels=["server"])
         now = time.time()
         for s in d.sessions:
             st = s.status
+            for step, n in sorted(st.timeouts.items()):
+                timeouts.add_metric([st.name, step], n)
+            degraded.add_metric([st.name], 1 if degraded_reason(d, s) else 0)
+            refused.add_metric([st.name], d.tracker.stats(s.server_id).refused)
             connected.add_metric([st.name], 1 if st.logged_in else 0)
             if st.last_event_at is not None:
                 age.add_metric([st.name], max(0.0, now - st.last_event_at))
@@ -102,7 +113,7 @@ class _StateCollector:
         removed = getattr(d, "stale_removed", {})
         for s in d.sessions:
             stale.add_metric([s.status.name], removed.get(s.server_id, 0))
-        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections, stale)
+        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections, stale, timeouts, degraded, refused)
         ok, _why = d.ready()
         ready = GaugeMetricFamily(f"{PREFIX}_ready", "1 when /readyz answers 200 (reference data loaded, "
                                   "enough AMI servers logged in)")
@@ -114,6 +125,13 @@ class _StateCollector:
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
+
+
+def degraded_reason(d: DaemonView, s: Any) -> str:
+    """Why a server is degraded ("" when within bounds): the session's (resync size) or the tracker's."""
+    if d.tracker.stats(s.server_id).limited:
+        return f"channels at max_channels={getattr(d.tracker, 'max_channels', '?')}: new channels refused"
+    return str(s.status.degraded)
 
 
 def _authorized(request: web.Request, token: str | None) -> bool:
@@ -183,6 +201,8 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
                 "auth_failures": st.auth_failures, "pong_timeouts": st.pong_timeouts, "events": st.events,
                 "calls": per_server.get(s.server_id, 0), "last_error": st.last_error,
                 "lag_seconds": round(getattr(s, "lag_seconds", 0.0), 3),
+                "timeouts": dict(st.timeouts), "degraded": degraded_reason(daemon, s), "tls": st.tls,
+                "channels_refused": daemon.tracker.stats(s.server_id).refused,
             })
         ok, why = daemon.ready()
         rows = daemon.live.rows()

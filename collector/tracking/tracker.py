@@ -103,14 +103,21 @@ TRACKED_EVENTS: tuple[str, ...] = tuple(_HANDLERS)
 class CallTracker:
     """Feed ``apply(server_id, message)``; read ``calls()``. One instance serves every server."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_channels: int = 50_000) -> None:
         self._servers: dict[int, Server] = {}
+        self.set_max_channels(max_channels)
         self._touched: set[str] = set()
         # bound once: ``apply_many`` looks the handler up per message
         self._handlers: dict[str, Callable[[Server, Mapping[str, str], set[str]], None]] = {
             event: getattr(self, method) for event, method in _HANDLERS.items()}
 
     # ------------------------------------------------------------------ public API
+    def set_max_channels(self, n: int) -> None:
+        """amisec: channels tracked per server at most; past it a server's new channels are refused (its
+        ``stats().limited``) until it is back under 90 % of the bound. Other servers are never affected."""
+        self.max_channels = n
+        self._low_water = max(0, n * 9 // 10)
+
     def apply(self, server_id: int, msg: Mapping[str, str]) -> list[CallChange]:
         """Apply one AMI message; return the call changes it caused (often none)."""
         return self.apply_many(server_id, (msg,))
@@ -259,6 +266,9 @@ class CallTracker:
                 return None  # a late event (or stale snapshot) for a channel already gone
             if not name:
                 return None
+            if len(srv.channels) >= self.max_channels:  # amisec: the per-server bound
+                self._refuse(srv, uid)
+                return None
             ch = Channel(uid, linkedid or uid, name, _int(state), num or "", cname or "", exten or "",
                           srv.event_time, name.startswith("Local/"))
             ch.state_raw = state or ""
@@ -331,11 +341,24 @@ class CallTracker:
         if ch.bridge:
             self._join_bridge(srv, ch, "", touched)
         srv.channels.pop(ch.uniqueid, None)
+        if srv.stats.limited and len(srv.channels) < self._low_water:  # amisec: back within bounds
+            srv.stats.limited = False
+            log.info("tracker server=%s below %d channels again: new channels accepted (refused so far %d)",
+                     srv.server_id, self._low_water, srv.stats.refused)
         call = srv.calls.get(ch.linkedid)
         if call is not None:
             call.channels.pop(ch.uniqueid, None)
             call.order = None
             touched.add(ch.linkedid)
+
+    def _refuse(self, srv: Server, uid: str) -> None:
+        """amisec: a new channel past ``max_channels`` (logged once per episode)."""
+        stats = srv.stats
+        stats.refused += 1
+        if not stats.limited:
+            stats.limited = True
+            log.warning("tracker server=%s at max_channels=%d: new channels refused until below %d "
+                        "(first refused uniqueid=%s)", srv.server_id, self.max_channels, self._low_water, uid)
 
     def _tombstone(self, srv: Server, uid: str) -> None:
         tombs = srv.tombstones

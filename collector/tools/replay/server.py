@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl as _ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ class ReplayServer:
     ``options`` is read each time it matters: assigning a changed copy changes a running server."""
 
     def __init__(self, paths: Sequence[str | Path], host: str = "127.0.0.1", port: int = 5038,
-                 options: ReplayOptions | None = None) -> None:
+                 options: ReplayOptions | None = None, ssl: _ssl.SSLContext | None = None) -> None:
         options = options if options is not None else ReplayOptions()
         if options.wall_clock is None:  # settled now: a later switch from fast to timed keeps it
             options = dataclasses.replace(options, wall_clock=not options.fast)
@@ -78,6 +79,7 @@ class ReplayServer:
         self.paths = [Path(p) for p in paths]
         self.host = host
         self.port = port
+        self.ssl = ssl  # a server-side TLS context: AMI over TLS, as Asterisk's tlsenable (port 5039)
         self.sessions: list[TraceSession] = load_sessions(self.paths)
         if not self.sessions:
             raise ValueError("no AMI session in " + ", ".join(map(str, self.paths)))
@@ -107,7 +109,7 @@ class ReplayServer:
 
     async def start(self) -> int:
         """Bind and start the player; returns the bound port (useful with ``port=0``)."""
-        self._server = await asyncio.start_server(self._hub.handle, self.host, self.port)
+        self._server = await asyncio.start_server(self._hub.handle, self.host, self.port, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         self._player = asyncio.create_task(self._run_player(), name="replay-player")
         log.info("replay AMI server on %s:%d: %d session(s) from %s, %s%s", self.host, self.port,
