@@ -4,7 +4,7 @@ in the reconnect traces (``*.part2.ami``: the recorder's resync after its own re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -55,7 +55,8 @@ def test_partial_answer_changes_nothing_until_complete(name: str) -> None:
     assert final is not None and final != {}
 
 
-def _first_seen(items: list[Mapping[str, str]], start: AmiMessage, done: AmiMessage) -> dict[str, tuple[str, str, str]]:
+def _first_seen(items: Sequence[Mapping[str, str]], start: AmiMessage,
+                done: AmiMessage) -> dict[str, tuple[str, str, str]]:
     trk = CallTracker()
     trk.apply(SERVER, start)
     trk.apply_many(SERVER, items)

@@ -119,7 +119,7 @@ class MorSnapshot:
 # ---------------------------------------------------------------------------------------------- connect
 def _driver() -> Any:
     try:
-        import pymysql  # type: ignore[import-untyped]
+        import pymysql
     except ImportError:
         raise MorSyncError("[refdata] source = mysql needs PyMySQL: "
                            "pip install 'mor-active-calls-collector[mysql]'") from None

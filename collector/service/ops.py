@@ -113,7 +113,8 @@ class _StateCollector:
         removed = getattr(d, "stale_removed", {})
         for s in d.sessions:
             stale.add_metric([s.status.name], removed.get(s.server_id, 0))
-        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections, stale, timeouts, degraded, refused)
+        yield from (connected, age, events, lag, reconnects, auth, resyncs, corrections, stale, timeouts, degraded,
+                    refused)
         ok, _why = d.ready()
         ready = GaugeMetricFamily(f"{PREFIX}_ready", "1 when /readyz answers 200 (reference data loaded, "
                                   "enough AMI servers logged in)")
