@@ -22,11 +22,9 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from panoramisk import Manager
 
 from collector.ami.framing import AmiMessage
+from collector.ami.manager import SessionManager, tls_context
 from collector.ami.protocol import (
     RESYNC_ACTION_PREFIX,
     BatchSink,
@@ -86,67 +84,6 @@ class ServerStatus:
     tls: bool = False
 
 
-def tls_context(cfg: AmiServerSettings) -> ssl.SSLContext | None:
-    """The client TLS context of a server (None without ``tls``); ``tls_ca`` is read here (at start)."""
-    if not cfg.tls:
-        return None
-    ctx = ssl.create_default_context(cafile=cfg.tls_ca)
-    if not cfg.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-class _Manager(Manager):  # type: ignore[misc]
-    """panoramisk's Manager with our reconnect policy and login bookkeeping."""
-
-    def __init__(self, session: AmiSession, **config: Any) -> None:
-        super().__init__(**config)
-        self._session = session
-
-    def connect(self, run_forever: bool = False, on_startup: Any = None,
-                on_shutdown: Any = None) -> asyncio.Future[Any]:
-        """panoramisk's connect, bounded by ``connect_timeout`` (TCP connect and TLS handshake), with TLS
-        server name and context of our own (panoramisk passes ``ssl=`` only)."""
-        s = self._session
-        tls = s.ssl_context
-        conn = self.loop.create_connection(
-            self.config["protocol_factory"], self.config["host"], self.config["port"], ssl=tls,
-            server_hostname=(s.cfg.tls_server_name or s.cfg.host) if tls is not None else None)
-        t = asyncio.ensure_future(asyncio.wait_for(conn, s.settings.connect_timeout))
-        t.add_done_callback(self.connection_made)
-        return t
-
-    def connection_made(self, f: asyncio.Future) -> None:  # type: ignore[type-arg]
-        if self._session.stopping:
-            return
-        exc = None if f.cancelled() else f.exception()
-        if exc is not None:
-            self._session._connect_failed(exc)
-            if not isinstance(exc, OSError):  # panoramisk only retries on OSError
-                self.loop.call_later(self.reconnect_timeout, self.connect)
-                return
-        super().connection_made(f)
-        if exc is None:
-            self._session._connected()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._session._disconnected(exc)
-        if self._session.stopping:
-            self._connected = False
-            return
-        super().connection_lost(exc)
-
-    def login(self, future: asyncio.Future) -> bool:  # type: ignore[type-arg]
-        try:
-            ok = bool(super().login(future))
-        except (Exception, asyncio.CancelledError) as exc:  # the connection died during login
-            log.warning("ami login interrupted server=%s: %s", self._session.name, exc)
-            return False
-        self._session._login_result(ok, future)
-        return ok
-
-
 class AmiSession:
     """One server's session. ``deliver`` receives every batch; ``events`` are what the consumer handles
     (the include list with ``send_filter``; never skipped as noise); ``keys`` the headers it reads (the
@@ -170,7 +107,7 @@ class AmiSession:
         self.status = ServerStatus(cfg.name, cfg.server_id, cfg.host, cfg.port)
         self.stopping = False
         self.logged_in = asyncio.Event()
-        self._manager: _Manager | None = None
+        self._manager: SessionManager | None = None
         self._attempt = 0
         self._auth_failed = False
         self._resync_seq = 0
@@ -191,7 +128,7 @@ class AmiSession:
         if self.cfg.tls and not self.cfg.tls_verify:
             log.warning("ami TLS without certificate verification server=%s host=%s (tls_verify = no): the "
                         "link is encrypted but anyone on the path can pose as this Asterisk", self.name, self.cfg.host)
-        self._manager = _Manager(
+        self._manager = SessionManager(
             self,
             host=self.cfg.host, port=self.cfg.port, username=self.cfg.username,
             secret=str(self.cfg.secret), loop=loop,
@@ -251,7 +188,7 @@ class AmiSession:
         protocol = getattr(self._manager, "protocol", None)
         return float(getattr(protocol, "lag", 0.0)) if self.status.logged_in else 0.0
 
-    # ------------------------------------------------------------------ callbacks from _Manager
+    # ------------------------------------------------------------------ callbacks from SessionManager
     def _connected(self) -> None:
         self.status.connected = True
         log.info("ami connected server=%s host=%s port=%s tls=%s", self.name, self.cfg.host, self.cfg.port,

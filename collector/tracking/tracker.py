@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-from collector.ami.framing import BANNER_KEY, RX_TIME_KEY, parse_hms
+from collector.ami.framing import RX_TIME_KEY
 from collector.tracking.calls import AST_STATE_UP, CallChange, CallStatus, CallView
+from collector.tracking.resync import SnapshotHandlers
 from collector.tracking.state import (
     Call,
     Channel,
     Fields,
     Server,
-    Snapshot,
     TrackerStats,
 )
 from collector.tracking.views import append_changes
@@ -100,7 +100,7 @@ _HANDLERS: dict[str, str] = {
 TRACKED_EVENTS: tuple[str, ...] = tuple(_HANDLERS)
 
 
-class CallTracker:
+class CallTracker(SnapshotHandlers):
     """Feed ``apply(server_id, message)``; read ``calls()``. One instance serves every server."""
 
     def __init__(self, max_channels: int = 50_000) -> None:
@@ -494,91 +494,3 @@ class CallTracker:
         srv.snapshot = None
         srv.full_resync_due = True
         srv.uptime = None
-
-    # ------------------------------------------------------------------ resync
-    def _on_non_event(self, srv: Server, msg: Mapping[str, str]) -> None:
-        if BANNER_KEY in msg:
-            srv.full_resync_due = True
-            srv.snapshot = None
-            return
-        if msg.get("EventList") == "start" and "hannels will follow" in msg.get("Message", ""):
-            self._begin_snapshot(srv, msg.get("ActionID", ""))
-
-    def _begin_snapshot(self, srv: Server, action_id: str) -> Snapshot:
-        srv.gen += 1
-        snap = Snapshot(action_id, srv.gen, srv.seq, srv.full_resync_due)
-        srv.full_resync_due = False
-        srv.snapshot = snap
-        return snap
-
-    def _on_snapshot_item(self, srv: Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        """Collect one item of a list: the whole list is applied at CoreShowChannelsComplete, in one step, so the
-        table never shows a partial list (a call with half its legs, a caller chosen from the first item)."""
-        snap = srv.snapshot
-        action_id = msg.get("ActionID", "")
-        if snap is None or snap.action_id != action_id:
-            if snap is not None:
-                self._apply_items(srv, snap, touched)  # a list never completed: what it said still counts
-            snap = self._begin_snapshot(srv, action_id)
-        snap.items.append((msg, srv.seq, srv.event_time))
-
-    def _apply_items(self, srv: Server, snap: Snapshot, touched: set[str]) -> None:
-        """Apply the collected items as if each had been applied when it arrived: an event that came after an
-        item outranks it (the channel's ``last_seq`` is newer), an earlier one is refreshed by it."""
-        items, snap.items = snap.items, []
-        complete_time = srv.event_time
-        for msg, seq, t in items:
-            uid = msg.get("Uniqueid", "")
-            ch = srv.channels.get(uid)
-            if ch is not None and ch.last_seq > seq:
-                ch.seen_gen = snap.gen  # listed, and touched by a newer event since: the event's facts stand
-                ch.misses = 0
-                continue
-            srv.event_time = t
-            self._apply_item(srv, snap, msg, touched)
-        srv.event_time = complete_time
-
-    def _apply_item(self, srv: Server, snap: Snapshot, msg: Mapping[str, str], touched: set[str]) -> None:
-        uid = msg.get("Uniqueid", "")
-        known = uid in srv.channels  # unknown: it began before we listened, or its events were lost
-        ch = self._upsert_keys(srv, msg, touched)
-        if ch is None:
-            return
-        ch.in_appdial = msg.get("Application") == "AppDial"
-        if not known:
-            srv.stats.resync_added += 1
-            ch.created = srv.event_time - parse_hms(msg.get("Duration", ""))
-            ch.leg = None
-            call = srv.calls.get(ch.linkedid)
-            if call is not None:
-                call.order = None
-                if ch.created < call.start_time:
-                    call.start_time = ch.created
-                parked = srv.parked.get(ch.linkedid) if srv.parked else None
-                if parked is not None:  # kept until the list completes: every leg of the call sees it
-                    self._unpark(call, parked)
-        bridge = msg.get("BridgeId", ch.bridge) or ""
-        if bridge != ch.bridge:
-            self._join_bridge(srv, ch, bridge, touched)
-        ch.seen_gen = snap.gen
-        ch.misses = 0
-
-    def _on_snapshot_done(self, srv: Server, msg: Mapping[str, str], touched: set[str]) -> None:
-        snap = srv.snapshot
-        if snap is None or snap.action_id != msg.get("ActionID", ""):
-            return
-        srv.snapshot = None
-        srv.stats.snapshots += 1
-        self._apply_items(srv, snap, touched)
-        if snap.full and srv.parked:
-            srv.parked.clear()  # calls dropped while unreachable and not listed again are gone
-        for ch in list(srv.channels.values()):
-            if ch.seen_gen == snap.gen or ch.last_seq > snap.begin_seq:
-                continue
-            ch.misses += 1
-            if snap.full or ch.misses >= 2:
-                srv.stats.resync_removed += 1
-                log.info("resync removed server=%s uniqueid=%s channel=%s linkedid=%s full=%s",
-                         srv.server_id, ch.uniqueid, ch.name, ch.linkedid, snap.full)
-                self._remove(srv, ch, touched)
-                self._tombstone(srv, ch.uniqueid)
