@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from collector.refdata.mor_mysql import probe_unix_socket
 from tests.mor_schema import MOR_TABLES, create_schema, fill_from_refdata
 
 __all__ = ["MariaDB", "MorDb", "mariadb", "mor_db", "find_binary"]
@@ -86,6 +87,7 @@ class MariaDB:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mariadbd exited with {self.proc.returncode}: {self._log_tail()}")
             try:
+                probe_unix_socket(str(self.socket), 2.0)  # before PyMySQL, which leaks a failed socket
                 self.admin().close()
                 return
             except Exception as exc:  # noqa: BLE001 - not up yet: any connect error means "poll again"

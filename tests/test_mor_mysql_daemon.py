@@ -165,8 +165,10 @@ async def test_mysql_stopped_mid_run_keeps_the_last_good_data_then_recovers(
     assert READER_PASSWORD not in caplog.text
 
 
-async def test_mysql_down_at_start_serves_the_last_good_sqlite(tmp_path: Path, mor_db: MorDb) -> None:
-    settings = _settings(tmp_path, mor_db, None, refresh=3600)
+async def test_mysql_down_at_start_serves_the_last_good_sqlite(
+        tmp_path: Path, mor_db: MorDb, replay_server: ReplayFactory) -> None:
+    replay = await replay_server("concurrent_load", fast=True)
+    settings = _settings(tmp_path, mor_db, replay.port, refresh=3600)
     assert sync_once(settings.refdata, settings.database).ok  # an earlier run's good data
     server = mor_db.server
     server.stop()
@@ -175,10 +177,11 @@ async def test_mysql_down_at_start_serves_the_last_good_sqlite(tmp_path: Path, m
             assert daemon.refsync is not None and daemon.refsync.last is not None
             assert not daemon.refsync.last.ok
             assert len(daemon._refs().data.devices) == 3
+            await wait_until(lambda: daemon.ready()[0], what="the AMI server logged in")
             code, body = await _get(daemon, "/readyz")
-            assert code == 200, body
+            assert code == 200, body  # MySQL down, data from the last good sync: ready
         # no data at all and MySQL down: not ready, saying why
-        empty = _settings(tmp_path / "fresh", mor_db, None, refresh=3600)
+        empty = _settings(tmp_path / "fresh", mor_db, replay.port, refresh=3600)
         async with running_daemon(empty) as daemon:
             code, body = await _get(daemon, "/readyz")
             assert code == 503 and "no successful MOR sync" in body

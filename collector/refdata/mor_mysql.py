@@ -24,6 +24,7 @@ the server): only tables whose fingerprint moved, and the tables referring to th
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -145,10 +146,20 @@ def connect_kwargs(s: RefdataSettings) -> dict[str, Any]:
     return kw
 
 
+def probe_unix_socket(path: str, timeout: float) -> None:
+    """Raise ``OSError`` unless a server listens on ``path``. PyMySQL leaves its socket open when the
+    connect itself fails (a server not started yet), so a socket path is tried with one of our own first."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+
+
 def connect(s: RefdataSettings) -> Any:
     """An open PyMySQL connection, or ``MorSyncError`` naming where (never the password)."""
     pymysql = _driver()
     try:
+        if s.mysql_socket:
+            probe_unix_socket(s.mysql_socket, s.connect_timeout)
         return pymysql.connect(**connect_kwargs(s))
     except pymysql.MySQLError as exc:
         raise MorSyncError(f"cannot connect to {s.describe()}: {_mysql_message(exc)}") from None

@@ -76,8 +76,9 @@ class _Reader:
     def missing(self, section: builtins.str, key: builtins.str) -> ConfigError:
         """A required key is absent: blame a misspelling of it when there is one (``secert``)."""
         if self.parser.has_section(section):
+            known = self.asked.get(section, set())
             for present in self.parser.options(section):
-                if present != key and difflib.get_close_matches(present, [key], n=1, cutoff=0.6):
+                if present not in known and difflib.get_close_matches(present, [key], n=1, cutoff=0.6):
                     return self.fail(section, present, f"unknown key (did you mean {key!r}?)")
         return self.fail(section, key, "missing (required)")
 
@@ -335,9 +336,9 @@ def _parse_refdata(r: _Reader) -> RefdataSettings:
     source = r.str(sec, "source", "file").lower()
     if source not in REFDATA_SOURCES:
         raise r.fail(sec, "source", f"one of {', '.join(REFDATA_SOURCES)}, got {source!r}")
-    if source == "file":  # the MySQL keys may stay in the file (switching back and forth): known, unused
-        for key in _MYSQL_KEYS:
-            r.raw(sec, key)
+    for key in _MYSQL_KEYS:  # all known whatever the source (they may stay in the file while source = file)
+        r.raw(sec, key)
+    if source == "file":
         return RefdataSettings()
     import importlib.util
 
