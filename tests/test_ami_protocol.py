@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from collector.ami import protocol as ami_protocol
 from collector.ami.framing import AmiMessage
-from collector.ami.protocol import FramedAMIProtocol, ReaderOptions
+from collector.ami.protocol import LAG_WINDOW, FramedAMIProtocol, ReaderOptions
 from collector.ami.session import AmiSession
 from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
 from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS
@@ -86,6 +88,59 @@ async def test_untimed_messages_get_the_streams_clock() -> None:
                         b"Event: CoreShowChannel\r\nActionID: resync-x-1\r\nUniqueid: 1\r\n\r\n")
     rx = float(seen[1]["_RxTime"])
     assert 1000.5 <= rx < 1001.5  # the stream's clock, not the local wall clock
+
+
+def _read(proto: FramedAMIProtocol, age: float, n: int = 3, ts: str | None = None) -> None:
+    """One read of ``n`` events whose Timestamp is ``age`` seconds old (or the literal ``ts``)."""
+    stamp = ts if ts is not None else f"{time.time() - age:.6f}"
+    proto.data_received(b"".join(b"Event: Newstate\r\nTimestamp: %s\r\nUniqueid: 1.%d\r\n\r\n" % (stamp.encode(), i)
+                                 for i in range(n)))
+
+
+@pytest.mark.parametrize("days", [-3.0, 3.0], ids=["days-old", "days-ahead"])
+async def test_one_odd_timestamp_does_not_move_the_lag_gauge(days: float) -> None:
+    # issue #13: one event stamped days off (a replay's stale synthetic Hangup, a clock step) made the gauge
+    # jump by days (or, dated ahead, lowered the floor for the rest of the connection)
+    proto, _ = _protocol(lambda _m: None)
+    for _ in range(20):
+        _read(proto, 0.0)
+    _read(proto, 0.0, n=1, ts=f"{time.time() + days * 86400:.6f}")
+    assert proto.lag < 0.5
+    for _ in range(LAG_WINDOW):
+        _read(proto, 0.0)
+        assert proto.lag < 0.5
+
+
+async def test_a_real_backlog_shows_in_the_lag_gauge_within_the_window(caplog: pytest.LogCaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ami_protocol, "LAG_CHECK_SECONDS", 0.0)  # the warning's check: every read, not 1/s
+    proto, _ = _protocol(lambda _m: None)
+    for _ in range(20):
+        _read(proto, 0.0)
+    assert proto.lag < 0.5
+    reads = 0
+    while proto.lag < 4.5:
+        _read(proto, 5.0)
+        reads += 1
+        assert reads <= LAG_WINDOW
+    for _ in range(LAG_WINDOW):
+        _read(proto, 5.0)
+    assert 4.5 < proto.lag < 5.5
+    assert "ami reader behind server=t" in caplog.text
+    for _ in range(LAG_WINDOW):  # caught up
+        _read(proto, 0.0)
+    assert proto.lag < 0.5
+
+
+async def test_the_lag_gauge_ignores_messages_without_a_real_timestamp() -> None:
+    proto, _ = _protocol(lambda _m: None)
+    _read(proto, 0.0)
+    for value in ("nan", "inf", "garbage"):
+        _read(proto, 0.0, ts=value)
+        assert proto.lag == 0.0
+    for _ in range(LAG_WINDOW):  # untimed messages: stamped on the stream clock, but no lag sample
+        proto.data_received(b"Event: FullyBooted\r\nStatus: Fully Booted\r\n\r\n")
+    assert proto._lag_samples == proto._lag_samples[:1] and proto.lag == 0.0
 
 
 def _session(port: int, **kw: float) -> AmiSession:

@@ -9,8 +9,8 @@ import gzip
 from dataclasses import replace
 from pathlib import Path
 
-from collector.tools.replay import ReplayOptions, ReplayServer
-from collector.tools.timeline import iter_trace_messages
+from collector.tools.replay import ReplayOptions, ReplayServer, TraceSession
+from collector.tools.timeline import iter_trace_messages, timeline
 from collector.tools.traces import read_trace
 from tests.conftest import ReplayFactory, scenario_files
 from tests.daemon_helpers import (
@@ -116,6 +116,48 @@ async def test_reconnect_trace_two_sessions(tmp_path: Path, replay_server: Repla
         await replay.wait_finished(timeout=30)
         await barrier(daemon)
         assert len(daemon.live) == 0
+
+
+class GappedReplay(ReplayServer):
+    """Stops between the recorded sessions (the recorder's gap) until ``gap_open`` is set: every event of the
+    first session sent, the client still connected."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.in_gap = asyncio.Event()
+        self.gap_open = asyncio.Event()
+
+    async def _enter_session(self, si: int, session: TraceSession, seamless: bool) -> None:
+        if si == 1:
+            await self._hub.flush()
+            self.in_gap.set()
+            await self.gap_open.wait()
+        await super()._enter_session(si, session, seamless)
+
+
+async def test_daemon_and_timeline_agree_in_a_recorder_gap(tmp_path: Path) -> None:
+    # issue #13 "tools disagree with time": the timeline places the reconnect's resync at the first timestamped
+    # event of its session, so at an instant inside the gap both show the calls as they were before it
+    paths = scenario_files("ami_reconnect")
+    last_1 = max(float(m["Timestamp"]) for m in iter_trace_messages(paths[:1]) if m.get("Timestamp"))
+    mid_gap = (last_1 + _first_ts(paths[1:])) / 2
+    frame = next(f for f in timeline(iter_trace_messages(paths)) if f.t >= mid_gap)
+    assert frame.t < _first_ts(paths[1:]) and frame.calls
+    after = next(f for f in timeline(iter_trace_messages(paths)) if f.t >= _first_ts(paths[1:]))
+    assert comparable(after.calls) != comparable(frame.calls)  # the resync does change the table
+    replay = GappedReplay(paths, port=0, options=FAST)
+    await replay.start()
+    try:
+        async with running_daemon(settings_for(tmp_path, [replay.port])) as daemon:
+            await asyncio.wait_for(replay.in_gap.wait(), 30)
+            await barrier(daemon)
+            assert comparable(r.call for r in daemon.live.rows()) == comparable(frame.calls)
+            replay.gap_open.set()
+            await replay.wait_finished(timeout=30)
+            await barrier(daemon)
+            assert len(daemon.live) == 0
+    finally:
+        await replay.close()
 
 
 class LosingReplay(ReplayServer):

@@ -509,6 +509,52 @@ async def test_loop_mode_brings_new_ids_each_pass(replay_server: ReplayFactory) 
         await client.close()
 
 
+@pytest.mark.parametrize("timed", [True, False], ids=["timed-wall-clock", "fast-trace-clock"])
+async def test_loop_stamps_synthetic_hangups_with_the_current_time(replay_server: ReplayFactory, traces_dir: Path,
+                                                                  tmp_path: Path, timed: bool) -> None:
+    """issue #13: the end-of-pass synthetic Hangups (and Ping replies) carry the clock of the events around them,
+    not the trace's own old times (a daemon's lag metric jumped by years once per pass)."""
+    data = read_trace(traces_dir / "basic_outbound.ami")
+    short = tmp_path / "left_up.ami"
+    short.write_bytes(data[:data.index(b"Event: HangupRequest")])  # both channels still up at the end of a pass
+    stamps = [float(headers(b)["Timestamp"]) for b in trace_events(short)]
+    first, last = stamps[0], stamps[-1]
+    async with asyncio.timeout(T):
+        if timed:
+            server = await replay_server(short, speed=50.0, loop_forever=True)
+        else:
+            server = await replay_server(short, fast=True, loop_forever=True)
+        offset = PassRewriter.for_sessions(server.sessions, 1).epoch_offset
+        t_start = time.time()
+        client = await connect_login(server)
+        hangups, prev, seen = 0, -1.0, 0
+        while hangups < 6:  # three passes, two synthetic Hangups each
+            b = await client.block()
+            assert b is not None
+            if b.event == "Hangup":
+                hangups += 1
+            if "Timestamp" not in b.h:
+                continue
+            ts, seen = float(b.h["Timestamp"]), seen + 1
+            assert ts >= prev - 0.01, (b.event, ts, prev)  # monotonic within a small tolerance
+            if timed:  # a live Asterisk's clock: now
+                assert t_start - 0.5 <= ts <= time.time() + 0.5, (b.event, ts, t_start)
+            else:  # inside the pass-shifted time range of its pass
+                k = int((ts - first + 1.0) // offset)
+                assert first + k * offset - 0.01 <= ts <= last + k * offset + 0.01, (b.event, ts, k)
+            prev = ts
+        server.hold(after_events=server.events_sent)
+        await server.wait_held()
+        assert server.pass_index >= 2 and seen >= 3 * len(stamps)
+        client.send("Ping", ActionID="p")
+        _, pong = await client.until_response("p")
+        assert float(pong.h["Timestamp"]) >= prev - 0.01
+        if timed:
+            assert abs(float(pong.h["Timestamp"]) - time.time()) < 0.5
+        server.release()
+        await client.close()
+
+
 def test_pass_rewriter_is_consistent() -> None:
     raw = (b"Event: Newchannel\r\nTimestamp: 1795701681.983426\r\nChannel: Local/102@ringgroup-00000003;1\r\n"
            b"Uniqueid: 1795701681.2\r\nLinkedid: 1795701681.2\r\nBridgeUniqueid: 0283817d-5311-4df5-9abc-98b392ce051f"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ RESYNC_ACTION_PREFIX = "resync-"
 #: Reader lag that gets a warning (at most one a minute): events queue up unread, and Asterisk drops a
 #: reader that stays behind for its ``writetimeout``.
 LAG_WARN_SECONDS = 1.0
+#: The lag gauge is the median of the last this many per-read samples: a single odd ``Timestamp`` (a clock
+#: step, an event stamped by a proxy or a replay with a stale time) does not move it; a real backlog shows
+#: within half as many reads.
+LAG_WINDOW = 64
+#: How often (at most) the reader computes the median itself, for the lag warning; readers of ``lag``
+#: (/status, metrics) get it fresh.
+LAG_CHECK_SECONDS = 1.0
 #: Bytes read per loop iteration, adapted between these bounds (asyncio's fixed default is 256 KiB); see
 #: ``_adapt_read_size``.
 READ_MIN = 64 * 1024
@@ -84,18 +92,24 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
         self._last_ts: float | None = None  # the stream's clock (Timestamp headers) …
         self._last_ts_mono = 0.0  # … and when we saw it
         self._pending_ts: str | None = None  # the latest Timestamp of the current chunk, unparsed
+        self._ts_fresh = False  # a Timestamp of the current chunk parsed: the chunk gives a lag sample
         self._chunk_wall = self._chunk_mono = 0.0
         self.read_size = self._read_min
         self._read_end = 0.0  # monotonic time the previous data_received returned
-        self.lag = 0.0  # seconds this reader is behind the stream (see _note_lag)
+        # the lag gauge (see _note_lag and ``lag``): a ring of per-read samples, their median less a floor
+        self._lag_samples: list[float] = []
+        self._lag_next = 0  # the ring slot the next sample overwrites once it is full
+        self._lag_dirty = False  # samples came since _lag_value was computed
+        self._lag_value = 0.0
         self._lag_floor = math.inf
+        self._lag_checked_at = -math.inf
         self._lag_warned_at = -math.inf
         self.bytes_in = 0  # on this connection (a protocol per connection): tells "no banner" from "no login"
 
     def connection_made(self, transport):  # type: ignore[no-untyped-def]
         super().connection_made(transport)
         self.framer = AmiFramer(self._skip, self._keep)
-        self.lag, self._lag_floor = 0.0, math.inf
+        self._reset_lag()
         self.read_size = self._read_min
         if hasattr(transport, "max_size"):
             transport.max_size = self.read_size
@@ -118,7 +132,9 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
                 self._frame_and_route(data[i:i + FRAME_SLICE])
         if self._pending_ts is not None:
             self._settle_clock()
-            self._note_lag(self._last_ts, self._chunk_wall)
+        if self._ts_fresh:  # one sample per read, from its last real Timestamp (untimed messages give none)
+            self._ts_fresh = False
+            self._note_lag(self._chunk_wall - self._last_ts)  # type: ignore[operator]
         self._read_end = time.monotonic()
         if probe is not None:
             try:
@@ -197,24 +213,47 @@ class FramedAMIProtocol(AMIProtocol):  # type: ignore[misc]
     def _settle_clock(self) -> None:
         ts, self._pending_ts = self._pending_ts, None
         try:
-            self._last_ts = float(ts)  # type: ignore[arg-type]
-            self._last_ts_mono = self._chunk_mono
+            value = float(ts)  # type: ignore[arg-type]
         except ValueError:
-            pass
-
-    def _note_lag(self, ts: float | None, now: float) -> None:
-        """How far behind the stream this reader is: receive time minus the event's Timestamp, less the
-        smallest such difference on this connection (clock skew, network latency). It grows only when
-        events wait unread, e.g. while the event loop is busy elsewhere."""
-        if ts is None:
             return
-        raw = now - ts
-        if raw < self._lag_floor:
-            self._lag_floor = raw
-        self.lag = lag = raw - self._lag_floor
-        if lag > LAG_WARN_SECONDS:
-            now = time.monotonic()
-            if now - self._lag_warned_at >= 60.0:
-                self._lag_warned_at = now
-                log.warning("ami reader behind server=%s lag=%.2fs: events arrive faster than they are "
-                            "handled (Asterisk drops a reader behind by its writetimeout)", self._server, lag)
+        if math.isfinite(value):  # "nan"/"inf" parse, but are no time
+            self._last_ts, self._last_ts_mono, self._ts_fresh = value, self._chunk_mono, True
+
+    def _reset_lag(self) -> None:
+        self._lag_samples.clear()
+        self._lag_next, self._lag_dirty, self._lag_value, self._lag_floor = 0, False, 0.0, math.inf
+
+    @property
+    def lag(self) -> float:
+        """Seconds this reader is behind the stream: the median of the last ``LAG_WINDOW`` per-read samples
+        (receive time minus the read's last ``Timestamp``), less the lowest such median on this connection
+        (clock skew, network latency). It grows only when events wait unread, e.g. while the event loop is
+        busy elsewhere; one odd Timestamp among normal ones does not move it. The median is computed when
+        read (64 floats: a few µs), not per message."""
+        if self._lag_dirty:
+            self._lag_dirty = False
+            median = statistics.median(self._lag_samples)
+            if median < self._lag_floor:
+                self._lag_floor = median
+            self._lag_value = median - self._lag_floor
+        return self._lag_value
+
+    def _note_lag(self, raw: float) -> None:
+        """One lag sample (a read's receive time minus its last Timestamp) into the ring; at most once per
+        ``LAG_CHECK_SECONDS`` the gauge is computed for the warning."""
+        samples = self._lag_samples
+        if len(samples) < LAG_WINDOW:
+            samples.append(raw)
+        else:
+            samples[self._lag_next] = raw
+            self._lag_next = (self._lag_next + 1) % LAG_WINDOW
+        self._lag_dirty = True
+        mono = self._chunk_mono
+        if mono - self._lag_checked_at < LAG_CHECK_SECONDS:
+            return
+        self._lag_checked_at = mono
+        lag = self.lag
+        if lag > LAG_WARN_SECONDS and mono - self._lag_warned_at >= 60.0:
+            self._lag_warned_at = mono
+            log.warning("ami reader behind server=%s lag=%.2fs: events arrive faster than they are "
+                        "handled (Asterisk drops a reader behind by its writetimeout)", self._server, lag)

@@ -77,7 +77,8 @@ class _StateCollector:
                                 labels=["server"])
         events = CounterMetricFamily(f"{PREFIX}_ami_events", "AMI messages received", labels=["server"])
         lag = GaugeMetricFamily(f"{PREFIX}_ami_lag_seconds", "How far the AMI reader is behind the event "
-                                "Timestamps (above the connection's lowest)", labels=["server"])
+                                "Timestamps: median of the last 64 reads, above the connection's lowest",
+                                labels=["server"])
         reconnects = CounterMetricFamily(f"{PREFIX}_ami_reconnects", "AMI connections lost", labels=["server"])
         auth = CounterMetricFamily(f"{PREFIX}_ami_auth_failures", "AMI logins refused", labels=["server"])
         resyncs = CounterMetricFamily(f"{PREFIX}_resyncs", "CoreShowChannels resyncs completed", labels=["server"])

@@ -11,7 +11,6 @@ import logging
 import re
 import socket
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -138,6 +137,8 @@ class ReplayedAsterisk(Protocol):
     def session(self) -> TraceSession: ...
 
     def trace_time(self) -> float | None: ...
+
+    def stamp_time(self) -> float: ...
 
     def core_show_channels(self, action_id: str | None) -> bytes: ...
 
@@ -310,9 +311,7 @@ class ClientHub:
             await self.drain(client)
             self.close(client)
         elif action == "ping":
-            now = self.asterisk.trace_time()
-            stamp = now if now is not None else time.time()
-            client.write(_reply("Success", aid, "Ping: Pong", f"Timestamp: {stamp:.6f}"))
+            client.write(_reply("Success", aid, "Ping: Pong", f"Timestamp: {self.asterisk.stamp_time():.6f}"))
         elif action == "events":
             client.mask = EventMask.parse(hdr.get("eventmask"))
             client.write(_reply("Success", aid, f"Events: {'On' if client.mask.on else 'Off'}"))

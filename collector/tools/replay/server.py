@@ -176,6 +176,15 @@ class ReplayServer:
             now = t if now is None else max(now, t)
         return now
 
+    def stamp_time(self) -> float:
+        """The ``Timestamp`` for an event or reply the server makes up itself (end-of-pass Hangups, Ping): the
+        clock the client sees on the replayed events, i.e. the wall clock when ``wall_clock`` stamps them so,
+        else the (pass-shifted) trace time. Never the trace's own old times, which would look days late."""
+        if self.options.wall_clock:
+            return time.time()
+        now = self.trace_time()
+        return now if now is not None else time.time()
+
     def core_show_channels(self, action_id: str | None) -> bytes:
         """The reply to ``Action: CoreShowChannels`` now."""
         now = self.trace_time()
@@ -399,7 +408,7 @@ class ReplayServer:
 
     async def _end_pass(self) -> None:
         now = self._trace_now or 0.0
-        blocks = self.state.hangup_blocks(now)
+        blocks = self.state.hangup_blocks(self.stamp_time())
         if blocks:
             log.info("replay: end of pass %d: %d channel(s) still up get a synthetic Hangup", self.pass_index,
                      len(blocks))
