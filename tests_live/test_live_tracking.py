@@ -123,8 +123,10 @@ def test_smoke_api_matches_channels(lab: Lab, collector: Collector, artifacts: P
 def test_load_with_socket_kill_and_core_restart(lab: Lab, collector: Collector, artifacts: Path,
                                                 tmp_path: Path) -> None:
     """Issue #13's bar under a driven load of ≥ 150 concurrent calls, with the collector's AMI socket
-    killed mid-load and a ``core restart now`` of the pbx: outside the disconnected windows status
-    agreement ≥ 99.5 % of the instants, no Answered→Ringing flip, no B-leg row, no ghost afterwards."""
+    killed mid-load and a ``core restart now`` of the pbx, judged by MOR's status rule (a call stays
+    Answered from its first answer until it ends, in the truth as in the API): outside the disconnected
+    windows status agreement ≥ 99.5 % of the instants; no Answered→Ringing flip anywhere (inside the
+    windows too), no B-leg row, no ghost afterwards."""
     drive_log = artifacts / "load-drive.log"
     drive_log.unlink(missing_ok=True)
     disruptions: list[Disruption] = []
