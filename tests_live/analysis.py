@@ -1,9 +1,12 @@
 """Judging a series of same-tick samples (CoreShowChannels, active_calls_get, /status).
 
-Truth (as tests/truth.py and the README's call model): a call is the set of channels sharing a
-Linkedid; it is Answered when a non-Local channel other than the A-leg (Uniqueid != Linkedid) is Up
-(ChannelState 6) or two of its channels share a BridgeId, else Ringing. An API row belongs to the truth
-call of the channel whose Uniqueid it shows. Slack: one tick (0.5 s) either side.
+Truth (MOR's status rule, the README's call model): a call is the set of channels sharing a Linkedid.
+Its legs say Answered at a tick when a non-Local channel other than the A-leg (Uniqueid != Linkedid) is
+Up (ChannelState 6) or two of its channels share a BridgeId; the call is then Answered from the first
+tick its legs say so until its Linkedid is gone from CoreShowChannels (a tick without CoreShowChannels
+does not end it), even if the legs stop being connected (a transfer, a B-leg hung up before the A-leg);
+before that it is Ringing. An API row belongs to the truth call of the channel whose Uniqueid it shows.
+Slack: one tick (0.5 s) either side.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ LOCAL_B = re.compile(r"^Local/.*;2$")
 
 
 def truth_calls(channels: Sequence[dict[str, str]]) -> dict[str, str]:
-    """linkedid → "Answered" | "Ringing"."""
+    """linkedid → "Answered" | "Ringing" from the legs of one tick alone (see sticky_truth)."""
     groups: dict[str, list[dict[str, str]]] = {}
     for ch in channels:
         groups.setdefault(ch["linkedid"], []).append(ch)
@@ -34,6 +37,21 @@ def truth_calls(channels: Sequence[dict[str, str]]) -> dict[str, str]:
             if ch["uniqueid"] != linkedid and not ch["channel"].startswith("Local/") and ch["state"] == "6":
                 answered = True
         out[linkedid] = "Answered" if answered or any(n >= 2 for n in bridges.values()) else "Ringing"
+    return out
+
+
+def sticky_truth(per_tick: Sequence[dict[str, str] | None]) -> list[dict[str, str] | None]:
+    """MOR's rule over a series of truth_calls: Answered from a call's first Answered tick until a tick
+    (with CoreShowChannels) no longer shows its Linkedid; None (no CoreShowChannels) stays None."""
+    answered: set[str] = set()
+    out: list[dict[str, str] | None] = []
+    for tc in per_tick:
+        if tc is None:
+            out.append(None)
+            continue
+        answered &= tc.keys()  # gone → forgotten (a Linkedid reused later starts again)
+        answered.update(k for k, v in tc.items() if v == "Answered")
+        out.append({k: "Answered" if k in answered else v for k, v in tc.items()})
     return out
 
 
@@ -95,7 +113,8 @@ class Figures:
     answered_to_ringing: int = 0
     answered_to_ringing_calls: int = 0
     answered_to_ringing_in_windows: int = 0  # of which inside a disconnected window
-    answered_to_ringing_truth_ringing: int = 0  # of which CoreShowChannels also said Ringing at that tick
+    answered_to_ringing_truth_ringing: int = 0  # of which the (sticky) truth also said Ringing at that tick
+    truth_answered_legs_unconnected: int = 0  # call-instants Answered by the rule whose legs no longer say so
     b_leg_rows: int = 0
     b_leg_row_instants: int = 0
     api_rows_without_channel: int = 0  # row-instants, beyond the slack, judged instants only
@@ -150,6 +169,11 @@ def judge(ticks: Sequence[Tick], windows: Sequence[Window]) -> Figures:
         linked_seen.update(tc)
         fig.peak_concurrent_calls = max(fig.peak_concurrent_calls, len(tc))
         fig.peak_concurrent_channels = max(fig.peak_concurrent_channels, len(tk.channels))
+    legs = truth
+    truth = sticky_truth(legs)
+    fig.truth_answered_legs_unconnected = sum(
+        1 for lg, st in zip(legs, truth, strict=True) if lg is not None and st is not None
+        for k, v in st.items() if v == "Answered" and lg[k] != "Answered")
     fig.api_unavailable_ticks = sum(1 for tk in ticks if tk.rows is None)
 
     def row_linked(j: int) -> set[str] | None:

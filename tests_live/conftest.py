@@ -1,30 +1,30 @@
-"""Session fixtures of the live suite: the Asterisk lab (private run dir, copied conf), reference data,
-and ``collector run`` as a subprocess. Only the collector's CLI, INI, HTTP API and /status are used."""
+"""Session fixtures of the live suite: the Asterisk lab (private run dir, copied conf, AMI over TLS on the
+pbx's 127.0.0.1:5039 with a throwaway CA), reference data, and ``collector run`` as a subprocess. Only the
+collector's CLI, INI, HTTP API and /status are used."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.tls_helpers import Pki, make_pki
 from tests_live.lablib import (
     AMI_LOGINS,
+    COLLECTOR_BIN,
     INSTANCES,
     REPO,
     Collector,
     Lab,
     ami_login_ok,
+    collector_process,
     config_ini,
+    enable_manager_tls,
     find_lab,
     free_port,
     lab_ports_busy,
@@ -34,7 +34,6 @@ from tests_live.lablib import (
 )
 
 ARTIFACTS = REPO / "test-artifacts" / "live"
-COLLECTOR_BIN = Path(sys.executable).with_name("collector")
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +43,18 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Lab]:
-    """The four lab instances, started from a copy of conf/ in a private ASTLAB_DIR; stopped (by PID)."""
+def lab_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The CA and server certificate (SAN IP:127.0.0.1) of the pbx's AMI TLS listener (openssl CLI)."""
+    return make_pki(tmp_path_factory.mktemp("lab-pki"), "labca")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path, lab_pki: Pki) -> Iterator[Lab]:
+    """The four lab instances, started from a copy of conf/ in a private ASTLAB_DIR; stopped (by PID).
+    The copy's pbx manager.conf also listens for AMI over TLS on 127.0.0.1:5039 (lab_pki's certificate)."""
     home = find_lab()  # missing lab → AssertionError: the suite fails loudly
-    lab = prepare_lab(home, tmp_path_factory.mktemp("astlab"))
+    lab = prepare_lab(home, tmp_path_factory.mktemp("astlab"),
+                      customise=lambda conf: enable_manager_tls(conf, lab_pki.cert, lab_pki.key))
     # the lab binds fixed loopback ports: wait (bounded) for another engineer's lab to go away
     wait_for(lambda: not lab_ports_busy(), 180, "the lab's AMI ports (127.0.0.1-4:5038) to be free "
              f"(busy: {lab_ports_busy()}) — is another lab running?", interval=2)
@@ -85,48 +92,12 @@ def refdata_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def collector(lab: Lab, refdata_db: Path, tmp_path_factory: pytest.TempPathFactory,
               artifacts: Path) -> Iterator[Collector]:
     """``collector run -c`` against the lab's pbx; ready when /readyz says so; SIGTERM → exit 0."""
-    base = tmp_path_factory.mktemp("collector")
     port = free_port()
-    config = base / "config.ini"
-    config.write_text(config_ini(api_port=port, db=refdata_db))
-    config.chmod(0o600)
-    check = subprocess.run([str(COLLECTOR_BIN), "check-config", "-c", str(config)], capture_output=True,
-                           text=True, timeout=60)
-    assert check.returncode == 0, f"check-config: {check.stdout}{check.stderr}"
-    log = base / "collector.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(COLLECTOR_BIN), "run", "-c", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    col = Collector(proc=proc, base_url=f"http://127.0.0.1:{port}", log=log)
-    try:
-        def ready() -> bool:
-            assert proc.poll() is None, f"collector exited {proc.returncode}:\n{col.log_text()[-3000:]}"
-            return _http_ok(col.base_url + "/readyz")
-
-        wait_for(ready, 60, "the collector's /readyz", interval=0.25)
+    with collector_process(config_ini(api_port=port, db=refdata_db), tmp_path_factory.mktemp("collector"), port,
+                           keep_log=artifacts / "collector.log") as col:
         yield col
-    finally:
-        rc = proc.poll()
-        if rc is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                rc = None
-        shutil.copy(log, artifacts / "collector.log")
-    assert rc == 0, f"collector did not exit 0 on SIGTERM (rc={rc}):\n{col.log_text()[-3000:]}"
+    assert col.exit_code == 0, f"collector did not exit 0 on SIGTERM (rc={col.exit_code}):\n{col.log_text()[-3000:]}"

@@ -10,13 +10,18 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,12 +126,29 @@ class Lab:
         return ["python3", str(self.home / "drive.py"), *args]
 
 
-def prepare_lab(home: Path, base: Path) -> Lab:
+def prepare_lab(home: Path, base: Path, customise: Callable[[Path], None] | None = None) -> Lab:
+    """Copy the lab's conf/ into ``base`` (ASTLAB_CONF); ``customise(conf)`` edits the copy before start."""
     conf = base / "conf"
     shutil.copytree(home / "conf", conf)
+    if customise is not None:
+        customise(conf)
     run_dir = base / "run"
     run_dir.mkdir()
     return Lab(home=home, conf=conf, run_dir=run_dir, log=base / "lab.log")
+
+
+#: the pbx's AMI-over-TLS listener when the lab is started with enable_manager_tls
+PBX_TLS_PORT = 5039
+
+
+def enable_manager_tls(conf: Path, cert: Path, key: Path, bind: str = f"127.0.0.1:{PBX_TLS_PORT}") -> None:
+    """Turn on AMI over TLS in the copied pbx manager.conf ([general]; the plain 5038 listener stays)."""
+    path = conf / "pbx" / "manager.conf"
+    text = path.read_text()
+    head, sep, rest = text.partition("[general]\n")
+    assert sep, f"no [general] section in {path}"
+    path.write_text(f"{head}{sep}tlsenable = yes\ntlsbindaddr = {bind}\ntlscertfile = {cert}\n"
+                    f"tlsprivatekey = {key}\n{rest}")
 
 
 def lab_ports_busy() -> list[str]:
@@ -297,8 +319,12 @@ def refdata() -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def config_ini(*, api_port: int, db: Path, reconcile_interval: float = 10) -> str:
+def config_ini(*, api_port: int, db: Path, reconcile_interval: float = 10, ami_port: int | None = None,
+               tls_ca: Path | None = None) -> str:
+    """The collector's INI for the lab's pbx; ``tls_ca`` → AMI over TLS (``tls = yes``) verified with it."""
     host, port, user, secret = AMI_LOGINS["pbx"]
+    port = ami_port or port
+    tls = "" if tls_ca is None else f"tls = yes\ntls_ca = {tls_ca}\n"
     return f"""\
 [collector]
 log_level = INFO
@@ -331,7 +357,7 @@ secret = {secret}
 server_id = 1
 enabled = yes
 events = call,system
-"""
+{tls}"""
 
 
 @dataclass
@@ -339,6 +365,7 @@ class Collector:
     proc: subprocess.Popen[bytes]
     base_url: str
     log: Path
+    exit_code: int | None = None  # set when collector_process stopped it (None: had to be killed)
 
     @property
     def api_url(self) -> str:
@@ -349,6 +376,62 @@ class Collector:
             return self.log.read_text(errors="replace")
         except OSError:
             return ""
+
+
+COLLECTOR_BIN = Path(sys.executable).with_name("collector")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def http_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def collector_process(config_text: str, base: Path, api_port: int, *, ready_path: str = "/readyz",
+                      keep_log: Path | None = None) -> Iterator[Collector]:
+    """``collector check-config`` then ``collector run -c`` on ``config_text``; yields once ``ready_path``
+    answers 200; on exit SIGTERM (killed by PID after 30 s) and the exit code in ``exit_code``."""
+    base.mkdir(parents=True, exist_ok=True)
+    config = base / "config.ini"
+    config.write_text(config_text)
+    config.chmod(0o600)
+    check = subprocess.run([str(COLLECTOR_BIN), "check-config", "-c", str(config)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, f"check-config: {check.stdout}{check.stderr}"
+    log = base / "collector.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(COLLECTOR_BIN), "run", "-c", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    col = Collector(proc=proc, base_url=f"http://127.0.0.1:{api_port}", log=log)
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, f"collector exited {proc.returncode}:\n{col.log_text()[-3000:]}"
+            return http_ok(col.base_url + ready_path)
+
+        wait_for(ready, 60, f"the collector's {ready_path}", interval=0.25)
+        yield col
+    finally:
+        rc = proc.poll()
+        if rc is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                rc = None
+        col.exit_code = rc
+        if keep_log is not None:
+            shutil.copy(log, keep_log)
 
 
 # ------------------------------------------------------------------------------------ sampling (0.5 s)
