@@ -46,6 +46,10 @@ class HttpSettings:
     listen: str = "127.0.0.1"
     port: int = 8080
     status_token: Secret | None = None  # when set, /status and /metrics want ?token= or a Bearer header
+    # --- httpbounds (issue #14): descriptors and time a client may hold
+    max_connections: int = 1000  # open HTTP connections; past it new ones get 503 and are closed at once
+    request_timeout: float = 15.0  # s for a connection's first request headers to arrive (slowloris)
+    keepalive_timeout: float = 15.0  # s an idle connection (keep-alive, or nothing sent yet) stays open
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +272,12 @@ _API_DEFAULTS = ApiSettings()  # defaults live in ApiSettings only
 
 def _http_settings(r: _Reader) -> HttpSettings:
     token = r.str("api", "status_token", "")
+    d = HttpSettings()
     return HttpSettings(listen=r.str("api", "listen", "127.0.0.1"), port=r.int("api", "port", 8080, 0, 65535),
-                        status_token=Secret(token) if token else None)
+                        status_token=Secret(token) if token else None,
+                        max_connections=r.int("api", "max_connections", d.max_connections, 1, 1_000_000),
+                        request_timeout=r.float("api", "request_timeout", d.request_timeout, 0.001, 3600.0),
+                        keepalive_timeout=r.float("api", "keepalive_timeout", d.keepalive_timeout, 0.001, 86400.0))
 
 
 def _optional_float(r: _Reader, key: str, default: float | None, lo: float, hi: float) -> float | None:

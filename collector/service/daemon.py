@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable, Collection
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from api.app import ApiDeps, create_app
 from api.changes import ChangeHub
+from api.httpserver import ConnectionGuard, GuardedTCPSite
 from collector import __version__
 from collector.ami.framing import ACCELERATED
 from collector.ami.protocol import MessageBatch
@@ -32,6 +34,7 @@ from collector.refdata.index import RefIndex
 from collector.refdata.store import load_refdata, open_db
 from collector.service.config import ConfigError, Settings, load_settings
 from collector.service.logsetup import add_secrets, set_level
+from collector.service.loopguard import AcceptErrorFilter
 from collector.service.ops import add_ops_routes
 from collector.service.refsync import RefdataSync  # issue #15
 from collector.service.sdnotify import Notifier
@@ -46,6 +49,10 @@ log = logging.getLogger(__name__)
 #: collections cost ~8 % of ingest (bench/ingest.py). Nearly all of the collector's garbage is freed by
 #: reference counting; the cyclic collector only finds asyncio's occasional cycles, so rarer runs lose nothing.
 GC_THRESHOLDS = (50_000, 20, 10)
+
+#: Descriptors the daemon needs besides HTTP connections (AMI sessions, SQLite, logs, the loop): the start-up
+#: check warns when RLIMIT_NOFILE < max_connections + this.
+_FD_RESERVE = 64
 
 
 def tune_gc() -> None:
@@ -67,6 +74,8 @@ class Daemon:
     reloads: int = 0
     log_level: str = ""  # the level in force (config at start, then whatever the last reload set)
     _runner: web.AppRunner | None = None
+    http_guard: ConnectionGuard | None = None  # httpbounds: max_connections, request_timeout (issue #14)
+    accept_errors: AcceptErrorFilter | None = None  # httpbounds: EMFILE on accept → one line per 10 s
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: bool = False  # READY=1 sent
@@ -228,12 +237,17 @@ class Daemon:
                        changes=ChangeHub.following(self.live), disconnected=self.disconnected)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+        self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0,
+                                     keepalive_timeout=s.http.keepalive_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.http.listen, s.http.port)
+        assert self._runner.server is not None
+        self.http_guard = ConnectionGuard(self._runner.server, max_connections=s.http.max_connections,
+                                          request_timeout=s.http.request_timeout)
+        site = GuardedTCPSite(self._runner, s.http.listen, s.http.port, self.http_guard)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else s.http.port
+        self.port = site.port
+        self._check_nofile()
         log.info("api listening address=%s port=%d version=%s ami_decoder=%s", s.http.listen, self.port, __version__,
                  "c" if ACCELERATED else "python (collector.ami._fast not built: see README, Install)")
         for session in self.sessions:
@@ -249,6 +263,15 @@ class Daemon:
         self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
         self._ready = True
 
+    def _check_nofile(self) -> None:
+        """A warning when max_connections cannot be reached before the descriptor limit (EMFILE first)."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = self.settings.http.max_connections + _FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < need:
+            log.warning("api max_connections=%d needs about %d descriptors but RLIMIT_NOFILE=%d: past the limit "
+                        "new connections wait (accept EMFILE); raise LimitNOFILE= or lower max_connections",
+                        self.settings.http.max_connections, need, soft)
+
     def _refs(self) -> RefIndex:
         assert self.refs is not None
         return self.refs
@@ -260,6 +283,10 @@ class Daemon:
             await asyncio.wait([self._reload_task], timeout=5.0)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.http_guard is not None:
+            self.http_guard.close()
+        if self.accept_errors is not None:
+            self.accept_errors.uninstall()
         await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
         for task in self._tasks:
             task.cancel()

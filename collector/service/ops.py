@@ -10,7 +10,9 @@ Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connecte
 ``ami_auth_failures_total{server}``, ``resyncs_total{server}``, ``reconcile_corrections_total{server,kind}``,
 ``stale_calls_removed_total{server}``,
 ``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version,ami_decoder}``,
-``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``.
+``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``,
+``http_connections``, ``http_connections_refused_total``, ``http_request_timeouts_total``,
+``http_accept_errors_total`` (issue #14: [api] max_connections, request_timeout; EMFILE on accept).
 A 401 carries ``WWW-Authenticate: Bearer``.
 """
 
@@ -124,9 +126,32 @@ class _StateCollector:
         yield CounterMetricFamily(f"{PREFIX}_reloads", "Reference data reloads (SIGHUP) completed",
                                   value=d.reloads)
         yield from refdata_metrics(getattr(d, "refsync", None))  # issue #15
+        yield from _http_metrics(d)  # httpbounds (issue #14)
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
+
+
+def http_status(d: DaemonView) -> dict[str, int]:
+    """The HTTP server's bounds (httpbounds, issue #14): open connections, what was refused or cut."""
+    guard, accept = getattr(d, "http_guard", None), getattr(d, "accept_errors", None)
+    return {"connections": guard.active if guard is not None else 0,
+            "max_connections": guard.max_connections if guard is not None else 0,
+            "refused": guard.refused.total if guard is not None else 0,
+            "header_timeouts": guard.header_timeouts.total if guard is not None else 0,
+            "accept_errors": accept.count if accept is not None else 0}
+
+
+def _http_metrics(d: DaemonView) -> Iterator[Any]:
+    st = http_status(d)
+    yield GaugeMetricFamily(f"{PREFIX}_http_connections", "HTTP connections open now", value=st["connections"])
+    yield CounterMetricFamily(f"{PREFIX}_http_connections_refused", "HTTP connections refused at "
+                              "[api] max_connections (503, closed at once)", value=st["refused"])
+    yield CounterMetricFamily(f"{PREFIX}_http_request_timeouts", "HTTP connections closed because their "
+                              "request headers did not arrive within [api] request_timeout",
+                              value=st["header_timeouts"])
+    yield CounterMetricFamily(f"{PREFIX}_http_accept_errors", "accept() failures for lack of descriptors "
+                              "or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)", value=st["accept_errors"])
 
 
 def degraded_reason(d: DaemonView, s: Any) -> str:
@@ -215,6 +240,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
                       "answered": sum(1 for r in rows if r.call.status.value == "Answered")},
             "servers": servers,
             "refdata": refdata_status(getattr(daemon, "refsync", None), getattr(daemon, "refs", None)),  # #15
+            "http": http_status(daemon),  # httpbounds (issue #14)
         })
 
     async def metrics(request: web.Request) -> web.Response:
