@@ -32,7 +32,7 @@ class ApiDeps:
     # Row changes for active_calls_stream (``ChangeHub.following(live_table)``); None: the stream
     # answers "Stream not available" and everything else works as before.
     changes: ChangeHub | None = None
-    # server ids whose AMI session is down right now: their calls say ``"stale": true`` in JSON (issue 13)
+    # server ids whose AMI session is down right now: their calls say ``"stale": true`` in JSON
     disconnected: Callable[[], Collection[int]] = frozenset
 
 

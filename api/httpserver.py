@@ -1,4 +1,4 @@
-"""HTTP resource bounds (issue #14): at most ``max_connections`` open connections, and a first request whose
+"""HTTP resource bounds: at most ``max_connections`` open connections, and a first request whose
 headers are not complete within ``request_timeout`` seconds is cut (slowloris).
 
 aiohttp's ``web.Server`` is an asyncio protocol factory (one ``RequestHandler`` per connection).

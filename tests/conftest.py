@@ -58,5 +58,5 @@ async def replay_server() -> AsyncIterator[ReplayFactory]:
         await server.close()
 
 
-# --- issue #15: a private MariaDB for the MOR MySQL sync tests (session scope; see tests/mariadb_support.py)
+# --- a private MariaDB for the MOR MySQL sync tests (session scope; see tests/mariadb_support.py)
 from tests.mariadb_support import mariadb, mor_db  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Hostile AMI peers (issue #14 B): every session step is bounded in time, every server is bounded in size.
+"""Hostile AMI peers: every session step is bounded in time, every server is bounded in size.
 
 Each peer is a small TCP server on 127.0.0.1 that misbehaves at one step: silent after accept, a banner then
 silence, a login answered and then no action answered, a flood of Newchannel events, a CoreShowChannels

@@ -99,7 +99,7 @@ def _read(proto: FramedAMIProtocol, age: float, n: int = 3, ts: str | None = Non
 
 @pytest.mark.parametrize("days", [-3.0, 3.0], ids=["days-old", "days-ahead"])
 async def test_one_odd_timestamp_does_not_move_the_lag_gauge(days: float) -> None:
-    # issue #13: one event stamped days off (a replay's stale synthetic Hangup, a clock step) made the gauge
+    # one event stamped days off (a replay's stale synthetic Hangup, a clock step) made the gauge
     # jump by days (or, dated ahead, lowered the floor for the rest of the connection)
     proto, _ = _protocol(lambda _m: None)
     for _ in range(20):

@@ -1,4 +1,4 @@
-"""AMI over TLS (issue #14 B): the replay server speaks TLS with a CA made in the test; the daemon connects
+"""AMI over TLS: the replay server speaks TLS with a CA made in the test; the daemon connects
 with ``tls = yes`` / ``tls_ca``, tracks exactly as over TCP, refuses a certificate from another CA with a
 clear error (log and /status), and with ``tls_verify = no`` connects anyway with a warning."""
 

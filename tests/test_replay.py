@@ -512,7 +512,7 @@ async def test_loop_mode_brings_new_ids_each_pass(replay_server: ReplayFactory) 
 @pytest.mark.parametrize("timed", [True, False], ids=["timed-wall-clock", "fast-trace-clock"])
 async def test_loop_stamps_synthetic_hangups_with_the_current_time(replay_server: ReplayFactory, traces_dir: Path,
                                                                   tmp_path: Path, timed: bool) -> None:
-    """issue #13: the end-of-pass synthetic Hangups (and Ping replies) carry the clock of the events around them,
+    """the end-of-pass synthetic Hangups (and Ping replies) carry the clock of the events around them,
     not the trace's own old times (a daemon's lag metric jumped by years once per pass)."""
     data = read_trace(traces_dir / "basic_outbound.ami")
     short = tmp_path / "left_up.ami"

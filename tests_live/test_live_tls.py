@@ -1,4 +1,4 @@
-"""AMI over TLS against the real Asterisk 20 (issue #14's bar).
+"""AMI over TLS against the real Asterisk 20.
 
 The lab fixture starts the pbx with ``tlsenable = yes`` on 127.0.0.1:5039 and a certificate for
 127.0.0.1 signed by a throwaway CA (``lab_pki``, openssl CLI). The collector (``collector run -c``,

@@ -48,7 +48,7 @@ class CollectorSettings:
     auth_retry: float = 60.0
     flush_interval: float = 1.0
     require_all_servers: bool = False
-    stale_after: float = 60.0  # s a server may stay disconnected before its calls leave the table (issue 13)
+    stale_after: float = 60.0  # s a server may stay disconnected before its calls leave the table
     watchdog: bool = True
     connect_timeout: float = 10.0  # TCP connect (and TLS handshake)
     login_timeout: float = 10.0  # from connect to the Login answer (banner included)

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             settings = load_settings(args.config)
             enabled = sum(1 for s in settings.servers if s.enabled)
-            extra = f", refdata {settings.refdata.describe()}" if settings.refdata.mysql else ""  # issue #15
+            extra = f", refdata {settings.refdata.describe()}" if settings.refdata.mysql else ""
             print(f"{args.config}: ok ({enabled} AMI server(s) enabled, database {settings.database}{extra})")
             return 0
         if args.command == "demo":

@@ -23,7 +23,7 @@ from typing import Any
 
 from api.settings import ApiSettings
 from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
-from collector.refdata.settings import REFDATA_SOURCES, RefdataSettings  # [refdata] (issue #15)
+from collector.refdata.settings import REFDATA_SOURCES, RefdataSettings  # [refdata]
 
 __all__ = [
     "AmiServerSettings", "CollectorSettings", "ConfigError", "HttpSettings", "Secret", "Settings",
@@ -46,7 +46,7 @@ class HttpSettings:
     listen: str = "127.0.0.1"
     port: int = 8080
     status_token: Secret | None = None  # when set, /status and /metrics want ?token= or a Bearer header
-    # --- httpbounds (issue #14): descriptors and time a client may hold
+    # --- descriptors and time a client may hold
     max_connections: int = 1000  # open HTTP connections; past it new ones get 503 and are closed at once
     request_timeout: float = 15.0  # s for a connection's first request headers to arrive (slowloris)
     keepalive_timeout: float = 15.0  # s an idle connection (keep-alive, or nothing sent yet) stays open
@@ -60,7 +60,7 @@ class Settings:
     database: Path
     servers: tuple[AmiServerSettings, ...] = field(default=())
     http: HttpSettings = field(default_factory=HttpSettings)
-    refdata: RefdataSettings = field(default_factory=RefdataSettings)  # [refdata] (issue #15)
+    refdata: RefdataSettings = field(default_factory=RefdataSettings)  # [refdata]
 
 
 class _Reader:
@@ -193,7 +193,7 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
         require_all_servers=r.bool("collector", "require_all_servers", False),
         stale_after=r.float("collector", "stale_after", 60.0, 0.1, 86400.0),
         watchdog=r.bool("collector", "watchdog", True),
-        # --- amisec (issue #14 B): step timeouts and per-server bounds
+        # --- step timeouts and per-server bounds
         connect_timeout=r.float("collector", "connect_timeout", 10.0, 0.01, 600.0),
         login_timeout=r.float("collector", "login_timeout", 10.0, 0.01, 600.0),
         max_channels=r.int("collector", "max_channels", 50_000, 1, 10_000_000),
@@ -227,7 +227,7 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
             events=events,
             send_filter=r.bool(section, "send_filter", False),
         )
-        srv = dataclasses.replace(srv, **_tls_settings(r, section, base_dir))  # amisec: AMI over TLS
+        srv = dataclasses.replace(srv, **_tls_settings(r, section, base_dir))  # AMI over TLS
         if srv.server_id in ids and srv.enabled:
             raise r.fail(section, "server_id", f"{srv.server_id} already used by [server:{ids[srv.server_id]}]")
         if srv.enabled:
@@ -237,7 +237,7 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
                     refdata=_parse_refdata(r))
 
 
-# ------------------------------------------------------------------------------- [server:NAME] TLS (amisec)
+# ------------------------------------------------------------------------------- [server:NAME] TLS
 def _tls_settings(r: _Reader, section: str, base_dir: Path | None) -> dict[str, Any]:
     """``tls``, ``tls_ca`` (must exist and be readable; relative to the config file), ``tls_verify``,
     ``tls_server_name``; the TLS keys without ``tls = yes`` are an error (they would be silently unused)."""
@@ -333,7 +333,7 @@ def _api_settings(r: _Reader) -> ApiSettings:
         raise r.fail("api", "*", str(exc)) from None
 
 
-# --- [refdata] (issue #15: reference data from MOR's MySQL) ------------------------------------------
+# ---------------------------------------------------------------------------------------------- [refdata]
 _MYSQL_KEYS = ("mysql_host", "mysql_port", "mysql_socket", "mysql_user", "mysql_password", "mysql_database",
                "refresh_interval", "mysql_tls", "mysql_tls_ca", "mysql_tls_verify")
 

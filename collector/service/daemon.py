@@ -36,7 +36,7 @@ from collector.service.config import ConfigError, Settings, load_settings
 from collector.service.logsetup import add_secrets, set_level
 from collector.service.loopguard import AcceptErrorFilter
 from collector.service.ops import add_ops_routes
-from collector.service.refsync import RefdataSync  # issue #15
+from collector.service.refsync import RefdataSync
 from collector.service.sdnotify import Notifier
 from collector.tracking.tracker import TRACKED_EVENTS, TRACKER_KEYS, CallTracker
 
@@ -74,15 +74,15 @@ class Daemon:
     reloads: int = 0
     log_level: str = ""  # the level in force (config at start, then whatever the last reload set)
     _runner: web.AppRunner | None = None
-    http_guard: ConnectionGuard | None = None  # httpbounds: max_connections, request_timeout (issue #14)
-    accept_errors: AcceptErrorFilter | None = None  # httpbounds: EMFILE on accept → one line per 10 s
+    http_guard: ConnectionGuard | None = None  # max_connections, request_timeout
+    accept_errors: AcceptErrorFilter | None = None  # EMFILE on accept → one line per 10 s
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: bool = False  # READY=1 sent
     _reload_task: asyncio.Future[None] | None = None
-    refsync: RefdataSync | None = None  # [refdata] source = mysql (issue #15)
+    refsync: RefdataSync | None = None  # [refdata] source = mysql
     _refresh_task: asyncio.Future[None] | None = None  # a periodic MOR sync + swap in progress
-    # ---- issue 13: servers unreachable for longer than stale_after (check_stale, driven by _stale_loop)
+    # ---- servers unreachable for longer than stale_after (check_stale, driven by _stale_loop)
     clock: Callable[[], float] = time.monotonic
     stale_removed: dict[int, int] = field(default_factory=dict)  # server_id -> calls removed as stale
     _down_since: dict[int, float] = field(default_factory=dict)
@@ -120,7 +120,7 @@ class Daemon:
                     set_level(new.collector.log_level)
                     self.log_level = new.collector.log_level
                     log.info("reload log_level=%s", new.collector.log_level)
-                if self.refsync is not None and new.refdata.mysql:  # issue #15
+                if self.refsync is not None and new.refdata.mysql:
                     self.refsync.settings = new.refdata
                     add_secrets([str(new.refdata.mysql_password)])
                 enabled = {srv.server_id for srv in new.servers if srv.enabled}
@@ -128,9 +128,9 @@ class Daemon:
                     self.sessions.remove(session)  # removed or disabled: its calls go, it is not followed any more
                     await session.stop()
                 self.drop_unconfigured(enabled)
-            if self._refresh_task is not None and not self._refresh_task.done():  # issue #15: one at a time
+            if self._refresh_task is not None and not self._refresh_task.done():  # one at a time
                 await asyncio.wait([self._refresh_task])
-            if self.refsync is not None:  # issue #15: MOR → SQLite first (a failure keeps the last data)
+            if self.refsync is not None:  # MOR → SQLite first (a failure keeps the last data)
                 await self.refsync.sync()
             old = self.refs
             index, enricher = await asyncio.to_thread(self.load_reference)
@@ -210,11 +210,11 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         tune_gc()
-        self.tracker.set_max_channels(s.collector.max_channels)  # amisec: per-server channel bound
+        self.tracker.set_max_channels(s.collector.max_channels)  # per-server channel bound
         self.log_level = s.collector.log_level
         add_secrets([str(srv.secret) for srv in s.servers] + [str(s.http.status_token or "")])
         self.settings.database.parent.mkdir(parents=True, exist_ok=True)
-        if s.refdata.mysql:  # issue #15: sync at start; MySQL down → serve the last good SQLite data
+        if s.refdata.mysql:  # sync at start; MySQL down → serve the last good SQLite data
             add_secrets([str(s.refdata.mysql_password)])
             self.refsync = RefdataSync(s.refdata, s.database)
             await self.refsync.sync()
@@ -257,7 +257,7 @@ class Daemon:
         if interval and s.collector.watchdog:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._status_loop(), name="sd-status"))
-        if self.refsync is not None:  # issue #15
+        if self.refsync is not None:
             self._tasks.append(asyncio.create_task(self._refsync_loop(), name="refdata-sync"))
         self._tasks.append(asyncio.create_task(self._stale_loop(), name="stale"))
         self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
@@ -291,7 +291,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.refsync is not None:  # issue #15: the sync worker process
+        if self.refsync is not None:  # the sync worker process
             await asyncio.to_thread(self.refsync.close)
         if self.durable is not None:
             n = self.durable.flush_sync()
@@ -327,7 +327,7 @@ class Daemon:
                 self.notifier.notify(status=line)
                 last = line
 
-    # ------------------------------------------------------------------ MOR MySQL sync (issue #15)
+    # ------------------------------------------------------------------ MOR MySQL sync
     async def _refsync_loop(self) -> None:
         """Every refresh_interval (sooner after a failure): sync, and swap the index only if MOR changed.
         A SIGHUP reload in progress already syncs, so this tick is skipped."""
@@ -359,7 +359,7 @@ class Daemon:
     def ready(self) -> tuple[bool, str]:
         if self.refs is None:
             return False, "reference data not loaded"
-        if self.refsync is not None and (why := self.refsync.not_ready(self.refs)):  # issue #15
+        if self.refsync is not None and (why := self.refsync.not_ready(self.refs)):
             return False, why
         up = sum(1 for s in self.sessions if s.status.logged_in)
         if not self.sessions:

@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_db(p)
     p.set_defaults(func=cmd_export)
 
-    from collector.service.synccli import add_sync_parser  # issue #15: db sync (MOR MySQL)
+    from collector.service.synccli import add_sync_parser  # db sync (MOR MySQL)
     add_sync_parser(sub)
     return db
 

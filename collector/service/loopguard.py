@@ -1,4 +1,4 @@
-"""Out of descriptors (issue #14): asyncio's accept errors as one rate-limited line, never a traceback each.
+"""Out of descriptors: asyncio's accept errors as one rate-limited line, never a traceback each.
 
 When ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM, asyncio's selector loop reports it through
 ``loop.call_exception_handler`` ("socket.accept() out of system resource", with the exception, so the

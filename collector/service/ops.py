@@ -12,7 +12,7 @@ Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connecte
 ``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version,ami_decoder}``,
 ``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``,
 ``http_connections``, ``http_connections_refused_total``, ``http_request_timeouts_total``,
-``http_accept_errors_total`` (issue #14: [api] max_connections, request_timeout; EMFILE on accept).
+``http_accept_errors_total``.
 A 401 carries ``WWW-Authenticate: Bearer``.
 """
 
@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import __version__
 from collector.ami.framing import ACCELERATED
-from collector.service.refsync import refdata_metrics, refdata_status  # issue #15
+from collector.service.refsync import refdata_metrics, refdata_status
 
 #: Which AMI decoder runs: "c" (collector/ami/_fast.c, built at install) or "python" (exact, about half
 #: the ingest speed).
@@ -125,15 +125,15 @@ class _StateCollector:
         yield ready
         yield CounterMetricFamily(f"{PREFIX}_reloads", "Reference data reloads (SIGHUP) completed",
                                   value=d.reloads)
-        yield from refdata_metrics(getattr(d, "refsync", None))  # issue #15
-        yield from _http_metrics(d)  # httpbounds (issue #14)
+        yield from refdata_metrics(getattr(d, "refsync", None))
+        yield from _http_metrics(d)
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
 
 
 def http_status(d: DaemonView) -> dict[str, int]:
-    """The HTTP server's bounds (httpbounds, issue #14): open connections, what was refused or cut."""
+    """The HTTP server's bounds: open connections, what was refused or cut."""
     guard, accept = getattr(d, "http_guard", None), getattr(d, "accept_errors", None)
     return {"connections": guard.active if guard is not None else 0,
             "max_connections": guard.max_connections if guard is not None else 0,
@@ -240,7 +240,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
                       "answered": sum(1 for r in rows if r.call.status.value == "Answered")},
             "servers": servers,
             "refdata": refdata_status(getattr(daemon, "refsync", None), getattr(daemon, "refs", None)),  # #15
-            "http": http_status(daemon),  # httpbounds (issue #14)
+            "http": http_status(daemon),
         })
 
     async def metrics(request: web.Request) -> web.Response:

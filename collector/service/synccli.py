@@ -1,4 +1,4 @@
-"""``collector db sync -c FILE``: one MOR MySQL → SQLite sync, as the daemon runs it (issue #15).
+"""``collector db sync -c FILE``: one MOR MySQL → SQLite sync, as the daemon runs it.
 
 Prints one line per table (added / changed / removed / rows) and one warning line per skipped MOR row
 on stderr; exit 0, or one error line and exit 2 (config error, MySQL unreachable, schema not MOR's …).

@@ -74,7 +74,7 @@ class TrackerStats:
     resync_added: int = 0
     resync_removed: int = 0
     snapshots: int = 0
-    # amisec (issue #14 B): the per-server channel bound (CallTracker.max_channels)
+    # the per-server channel bound (CallTracker.max_channels)
     refused: int = 0  # channels not created because the server was at max_channels
     limited: bool = False  # at the bound; cleared below the low-water mark
 

@@ -113,7 +113,7 @@ class CallTracker(SnapshotHandlers):
 
     # ------------------------------------------------------------------ public API
     def set_max_channels(self, n: int) -> None:
-        """amisec: channels tracked per server at most; past it a server's new channels are refused (its
+        """Channels tracked per server at most; past it a server's new channels are refused (its
         ``stats().limited``) until it is back under 90 % of the bound. Other servers are never affected."""
         self.max_channels = n
         self._low_water = max(0, n * 9 // 10)
@@ -266,7 +266,7 @@ class CallTracker(SnapshotHandlers):
                 return None  # a late event (or stale snapshot) for a channel already gone
             if not name:
                 return None
-            if len(srv.channels) >= self.max_channels:  # amisec: the per-server bound
+            if len(srv.channels) >= self.max_channels:  # the per-server bound
                 self._refuse(srv, uid)
                 return None
             ch = Channel(uid, linkedid or uid, name, _int(state), num or "", cname or "", exten or "",
@@ -341,7 +341,7 @@ class CallTracker(SnapshotHandlers):
         if ch.bridge:
             self._join_bridge(srv, ch, "", touched)
         srv.channels.pop(ch.uniqueid, None)
-        if srv.stats.limited and len(srv.channels) < self._low_water:  # amisec: back within bounds
+        if srv.stats.limited and len(srv.channels) < self._low_water:  # back within bounds
             srv.stats.limited = False
             log.info("tracker server=%s below %d channels again: new channels accepted (refused so far %d)",
                      srv.server_id, self._low_water, srv.stats.refused)
@@ -352,7 +352,7 @@ class CallTracker(SnapshotHandlers):
             touched.add(ch.linkedid)
 
     def _refuse(self, srv: Server, uid: str) -> None:
-        """amisec: a new channel past ``max_channels`` (logged once per episode)."""
+        """A new channel past ``max_channels`` (logged once per episode)."""
         stats = srv.stats
         stats.refused += 1
         if not stats.limited:
