@@ -293,18 +293,18 @@ def test_bad_row_rejects_the_whole_file(demo_db: Path, tmp_path: Path, content: 
 
 def test_write_failure_rolls_back_everything(demo_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation passes, the second table's write fails: the first table's rows must be gone too."""
-    from sqlite_utils.db import Table
+    from collector.refdata import importer
     before = export_db(demo_db)
-    real = Table.insert_all
+    real = importer._write_rows
     calls = []
 
-    def flaky(self: Table, *args: Any, **kwargs: Any) -> Any:
-        calls.append(self.name)
+    def flaky(conn: sqlite3.Connection, table: str, rows: list[Any]) -> None:
+        calls.append(table)
         if len(calls) == 2:
             raise sqlite3.OperationalError("disk I/O error (simulated)")
-        return real(self, *args, **kwargs)
+        real(conn, table, rows)
 
-    monkeypatch.setattr(Table, "insert_all", flaky)
+    monkeypatch.setattr(importer, "_write_rows", flaky)
     data = {"users": [{"id": 10, "username": "zed", "usertype": "user"}],
             "devices": [{"id": 10, "user_id": 10, "device_type": "SIP", "name": "110"}]}
     with pytest.raises(sqlite3.OperationalError):

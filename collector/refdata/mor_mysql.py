@@ -29,6 +29,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from collector.refdata.model import GLOBAL_LOCATION_ID
@@ -226,10 +227,16 @@ class _Mapper:
              keep: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
         spec = _FIELDS[table]
         pos = {c: i for i, c in enumerate(columns or MOR_COLUMNS[table])}
+        names = tuple(name for name, _c, _k, _d in spec)
+        pick = itemgetter(*[pos[column] for _n, column, _k, _d in spec])  # every table maps 2+ columns
+        kinds = tuple(kind for _n, _c, kind, _d in spec)
         out: list[dict[str, Any]] = []
         text_pool: dict[str, str] = {}
         for raw in source:
-            row = self.one(table, spec, pos, raw, text_pool)
+            values = pick(raw)
+            # the usual row: no NULL, ints and str already (C-level check); else the checked mapping
+            row = dict(zip(names, values, strict=True)) if tuple(map(type, values)) == kinds else \
+                self.one(table, spec, pos, raw, text_pool)
             if row is not None and (keep is None or keep(row)):
                 out.append(row)
         return out

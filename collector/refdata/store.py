@@ -221,7 +221,7 @@ _SHARED_TEXT: dict[str, tuple[str, ...]] = {
 
 
 def read_tables(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
-    """Every reference table as records, by id; shared by the load and by the importer's merge."""
+    """Every reference table as records, by id (the load; the importer reads value tuples itself)."""
     out: dict[str, tuple[Any, ...]] = {}
     for table, cls in REF_TABLES.items():
         names = _columns(cls)
