@@ -136,7 +136,7 @@ class GappedReplay(ReplayServer):
 
 
 async def test_daemon_and_timeline_agree_in_a_recorder_gap(tmp_path: Path) -> None:
-    # issue #13 "tools disagree with time": the timeline places the reconnect's resync at the first timestamped
+    # the timeline places the reconnect's resync at the first timestamped
     # event of its session, so at an instant inside the gap both show the calls as they were before it
     paths = scenario_files("ami_reconnect")
     last_1 = max(float(m["Timestamp"]) for m in iter_trace_messages(paths[:1]) if m.get("Timestamp"))

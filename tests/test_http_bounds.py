@@ -25,12 +25,11 @@ from tests.daemon_helpers import admin_page, running_daemon, settings_for, wait_
 from tests.test_ops import (
     PY,
     Child,
-    CutTrace,
-    NotifySocket,
     Stack,
     child_env,
-    cut_trace,  # noqa: F401  (the module fixture, reached through request.getfixturevalue)
+    cut_trace,  # noqa: F401  (module fixture, used by ``stack``)
     parse_metrics,
+    stack,  # noqa: F401  (the daemon stack fixture of the ops tests)
     until,
 )
 
@@ -152,20 +151,6 @@ def _lower_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, hard))
 
 
-@pytest.fixture
-async def stack_nofile(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
-    trace: CutTrace = request.getfixturevalue("cut_trace")
-    notify = NotifySocket(tmp_path)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-        st = Stack(tmp_path, trace, http, notify)
-        try:
-            yield st
-        finally:
-            for child in st.children:
-                await child.kill()
-            await notify.close()
-
-
 async def _spawn_limited(st: Stack) -> Child:
     load_demo(st.db)
     st.write_config()
@@ -180,8 +165,9 @@ async def _spawn_limited(st: Stack) -> Child:
     return child
 
 
-async def test_emfile_logged_once_per_window_and_ami_survives(stack_nofile: Stack, conns: list[Conn]) -> None:
-    st = stack_nofile
+async def test_emfile_logged_once_per_window_and_ami_survives(
+        stack: Stack, conns: list[Conn]) -> None:  # noqa: F811  (the imported fixture)
+    st = stack
     await st.start_replay()
     daemon = await _spawn_limited(st)
     await st.ready()

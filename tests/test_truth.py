@@ -61,7 +61,7 @@ def test_timeline_cli_output_shape() -> None:
 
 @pytest.mark.parametrize("name", ALL_SCENARIOS)
 def test_answered_stays_answered_until_gone(name: str) -> None:
-    # issue 13, MOR's rule: once answered, a call is Answered (with its answer_time) in every frame until it
+    # MOR's rule: once answered, a call is Answered (with its answer_time) in every frame until it
     # ends; dev_transfers' blind transfer used to show the call Ringing again while the new target rang
     seen: dict[str, float] = {}
     for frame in timeline(iter_trace_messages(trace_paths(name))):

@@ -28,7 +28,7 @@ from tests_live.lablib import (
     run_process,
 )
 
-#: issue #13's load: calls/s profile of drive.py mix (≈ 9 calls/s reaches 150-200 concurrent calls here)
+#: the load: calls/s profile of drive.py mix (≈ 9 calls/s reaches 150-200 concurrent calls here)
 LOAD_PROFILE = os.environ.get("LIVE_LOAD_PROFILE", "0:3,25:9")
 LOAD_SECONDS = float(os.environ.get("LIVE_LOAD_SECONDS", "170"))
 LOAD_SEED = os.environ.get("LIVE_LOAD_SEED", "13")
@@ -219,4 +219,4 @@ def assert_bars(fig: Figures, windows: list[Any], ghost_rows: list[str]) -> None
     if ghost_rows:
         failed.append(f"ghosts: {len(ghost_rows)} rows without a live channel {GHOST_DELAY:.0f} s after "
                       f"hangup-all (bar 0); e.g. {ghost_rows[:5]}")
-    assert not failed, "issue #13 bars failed:\n  - " + "\n  - ".join(failed)
+    assert not failed, "live tracking bars failed:\n  - " + "\n  - ".join(failed)
