@@ -627,3 +627,56 @@ async def test_record_refused_login(replay_server: ReplayFactory, tmp_path: Path
             await record("127.0.0.1", server.port, "rec", "bad", out)
         assert out.read_bytes() == (b"Asterisk Call Manager/9.0.0\r\n"
                                     b"Response: Error\r\nMessage: Authentication failed\r\n\r\n")
+
+
+# ------------------------------------------------------------------------------------------------ Hangup
+
+async def test_hangup_action_ends_the_channel_and_its_bridged_peer(replay_server: ReplayFactory) -> None:
+    """``Action: Hangup`` as Asterisk answers it: Success, then a Hangup (cause 16) for the channel and the
+    peers in its bridge; the trace's own later events for them are never sent; an unknown channel or none
+    named is an Error."""
+    async with asyncio.timeout(T):
+        server = await replay_server("concurrent_load", fast=True)
+
+        def pairs() -> dict[str, list[str]]:
+            by_bridge: dict[str, list[str]] = {}
+            for rec in server.channels():
+                if rec.bridge_id:
+                    by_bridge.setdefault(rec.bridge_id, []).append(rec.uniqueid)
+            return {b: m for b, m in by_bridge.items() if len(m) == 2}
+
+        def two_in_a_bridge(ev: ReplayEvent) -> bool:
+            return ev.index > 200 and bool(pairs())
+
+        server.hold(when=two_in_a_bridge)
+        client = await connect_login(server)
+        await server.wait_for(lambda: server.held)
+        recs = server.channels()
+        members = next(iter(pairs().values()))
+        target = next(r for r in recs if r.uniqueid == members[0])
+        channel = target.fields["Channel"]
+        untouched = {r.uniqueid for r in recs} - set(members)
+
+        client.send("Hangup", ActionID="h1", Channel=channel)
+        _, resp = await client.until_response("h1")
+        assert resp.h["Response"] == "Success" and resp.h["Message"] == "Channel Hungup"
+        client.send("Ping", ActionID="p1")
+        after, _ = await client.until_response("p1")
+        hangups = [b for b in after if b.event == "Hangup"]
+        assert sorted(b.h["Uniqueid"] for b in hangups) == sorted(members)
+        assert all(b.h["Cause"] == "16" and b.h["Cause-txt"] == "Normal Clearing" for b in hangups)
+        assert {r.uniqueid for r in server.channels()} == untouched
+
+        client.send("Hangup", ActionID="h2", Channel=channel)  # gone now
+        _, resp = await client.until_response("h2")
+        assert resp.h["Response"] == "Error" and resp.h["Message"] == "No such channel"
+        client.send("Hangup", ActionID="h3")
+        _, resp = await client.until_response("h3")
+        assert resp.h["Response"] == "Error" and resp.h["Message"] == "No channel specified"
+
+        server.release()
+        rest = await client.events_until_finished(server)
+        assert rest, "the trace went on"
+        assert not [b for b in rest if b.h.get("Uniqueid") in members], "no recorded event of a hung-up channel"
+        assert not server.channels()
+        await client.close()

@@ -194,6 +194,24 @@ class ChannelTable:
             rec.bridge_id = it.get("BridgeId", "")
         return added, removed
 
+    def hangup_targets(self, channel: str) -> list[ChannelRecord]:
+        """What ``Action: Hangup`` on ``channel`` ends, as Asterisk would: the channel, the peers in its
+        bridge, and (not bridged yet) the legs it is dialling. Empty: no such channel."""
+        rec = next((r for r in self.channels.values() if r.fields.get("Channel") == channel), None)
+        if rec is None:
+            return []
+        out = [rec]
+        linkedid = rec.fields.get("Linkedid", "")
+        for other in self.channels.values():
+            if other is rec:
+                continue
+            if rec.bridge_id and other.bridge_id == rec.bridge_id:
+                out.append(other)
+            elif not rec.bridge_id and not other.bridge_id and other.application == "AppDial" \
+                    and linkedid and other.fields.get("Linkedid") == linkedid:
+                out.append(other)
+        return out
+
     def core_show_channels(self, action_id: str | None, now: float) -> bytes:
         """The whole reply to ``Action: CoreShowChannels`` as Asterisk 20 writes it (one contiguous write)."""
         aid = f"ActionID: {action_id}\r\n" if action_id is not None else ""
@@ -208,10 +226,11 @@ class ChannelTable:
                      f"ListItems: {len(self.channels)}\r\n\r\n")
         return "".join(parts).encode()
 
-    def hangup_blocks(self, ts: float) -> list[bytes]:
-        """Synthetic ``Hangup`` events for every channel still up (end of a loop pass)."""
+    def hangup_blocks(self, ts: float, records: Sequence[ChannelRecord] | None = None) -> list[bytes]:
+        """Synthetic ``Hangup`` events (cause 16) for ``records``, by default every channel still up (end of
+        a loop pass)."""
         out = []
-        for i, rec in enumerate(list(self.channels.values())):
+        for i, rec in enumerate(list(self.channels.values()) if records is None else records):
             body = "".join(f"{name}: {rec.fields.get(name, '')}\r\n" for name in SNAPSHOT_FIELDS)
             out.append((f"Event: Hangup\r\nPrivilege: call,all\r\nTimestamp: {ts + i * 1e-6:.6f}\r\n{body}"
                         "Cause: 16\r\nCause-txt: Normal Clearing\r\n\r\n").encode())

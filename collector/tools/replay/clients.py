@@ -142,6 +142,10 @@ class ReplayedAsterisk(Protocol):
 
     def core_show_channels(self, action_id: str | None) -> bytes: ...
 
+    def has_channel(self, channel: str) -> bool: ...
+
+    def hangup(self, channel: str) -> bool: ...
+
 
 class ClientHub:
     """Every connection to one replay server; ``on_change`` runs whenever a count or a client's state changes.
@@ -319,6 +323,16 @@ class ClientHub:
             self._action_filter(client, hdr, aid)
         elif action == "coreshowchannels":
             client.write(self.asterisk.core_show_channels(aid))
+        elif action == "hangup":
+            channel = hdr.get("channel", "")
+            if not channel:
+                client.write(_reply("Error", aid, "Message: No channel specified"))
+            elif self.asterisk.has_channel(channel):
+                client.write(_reply("Success", aid, "Message: Channel Hungup"))
+                self.asterisk.hangup(channel)  # the reply first, then the events, as Asterisk orders them
+                await self.flush()
+            else:
+                client.write(_reply("Error", aid, "Message: No such channel"))
         else:
             client.write(_reply("Error", aid, "Message: Invalid/unknown command"))
         await self.drain(client)

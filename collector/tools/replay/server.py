@@ -1,7 +1,8 @@
 """A replay AMI server: recorded Asterisk traffic served as a live Asterisk 20.
 
 Why: the daemon, the demo and the tests need a *live* AMI peer (banner, Login, event class masks, Filter, Ping,
-Logoff, CoreShowChannels answered from the channel state at that point of the trace, dropped sockets between
+Logoff, CoreShowChannels answered from the channel state at that point of the trace, Hangup ending a channel and
+its bridged peers with cause 16 — the trace's later events for them are dropped —, dropped sockets between
 recorded sessions) without running Asterisk.
 
 One player task walks the events of the sessions (:mod:`.trace`); each event is written, with its original bytes,
@@ -84,6 +85,7 @@ class ReplayServer:
         if not self.sessions:
             raise ValueError("no AMI session in " + ", ".join(map(str, self.paths)))
         self.state = ChannelTable()
+        self.killed: set[str] = set()  # uniqueids hung up by an action this pass
         self._decoder = ami_framing.block_decoder()
         self._classes_of: dict[str, frozenset[str]] = {}
         # counters / observable state (read them; wait on them with wait_for)
@@ -189,6 +191,23 @@ class ReplayServer:
         """The reply to ``Action: CoreShowChannels`` now."""
         now = self.trace_time()
         return self.state.core_show_channels(action_id, now if now is not None else 0.0)
+
+    def has_channel(self, channel: str) -> bool:
+        return any(r.fields.get("Channel") == channel for r in self.state.channels.values())
+
+    def hangup(self, channel: str) -> bool:
+        """``Action: Hangup``: Hangup events for the channel and its peers, sent like the trace's own; the
+        trace's later events for those channels are dropped (``killed``). False: no such channel."""
+        targets = self.state.hangup_targets(channel)
+        if not targets:
+            return False
+        now = self._trace_now or 0.0
+        for raw in self.state.hangup_blocks(self.stamp_time(), targets):
+            msg = parse_block(raw)
+            self.killed.add(msg.get("Uniqueid", ""))
+            self.state.apply(msg, now)
+            self._broadcast(raw, privilege_classes(msg))
+        return True
 
     def channels(self) -> list[ChannelRecord]:
         """The channel state CoreShowChannels would report now."""
@@ -366,6 +385,7 @@ class ReplayServer:
             # whether a client listens changes only while this task waits: known until the next await
             listening = False
             apply_state, broadcast, classes_of = self.state.apply, self._broadcast, self._classes
+            killed = self.killed
             for raw, msg in zip(raws, parse_blocks(raws, self._decoder), strict=False):
                 name = msg.get("Event", "")
                 if name == "Newchannel" or name == "Hangup":
@@ -386,6 +406,8 @@ class ReplayServer:
                         await self._wait_client()
                         self._restart_clock(ts)
                     listening = True
+                if killed and msg.get("Uniqueid") in killed:
+                    continue  # hung up by an action: the recorded rest of that channel never happens
                 now = self._trace_now
                 if ts is not None and (now is None or ts > now):
                     self._trace_now = now = ts
@@ -418,6 +440,7 @@ class ReplayServer:
             self._broadcast(raw, privilege_classes(msg))
         await self._hub.flush()
         self.state.clear()
+        self.killed.clear()
 
     async def _pace(self, ts: float | None) -> None:
         """Timed mode: sleep until the event's trace time, scaled by ``speed``."""
