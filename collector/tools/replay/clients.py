@@ -142,8 +142,6 @@ class ReplayedAsterisk(Protocol):
 
     def core_show_channels(self, action_id: str | None) -> bytes: ...
 
-    def has_channel(self, channel: str) -> bool: ...
-
     def hangup(self, channel: str) -> bool: ...
 
 
@@ -327,9 +325,8 @@ class ClientHub:
             channel = hdr.get("channel", "")
             if not channel:
                 client.write(_reply("Error", aid, "Message: No channel specified"))
-            elif self.asterisk.has_channel(channel):
+            elif self.asterisk.hangup(channel):  # queues the Hangup events: the reply goes out before them
                 client.write(_reply("Success", aid, "Message: Channel Hungup"))
-                self.asterisk.hangup(channel)  # the reply first, then the events, as Asterisk orders them
                 await self.flush()
             else:
                 client.write(_reply("Error", aid, "Message: No such channel"))

@@ -192,22 +192,21 @@ class ReplayServer:
         now = self.trace_time()
         return self.state.core_show_channels(action_id, now if now is not None else 0.0)
 
-    def has_channel(self, channel: str) -> bool:
-        return any(r.fields.get("Channel") == channel for r in self.state.channels.values())
-
     def hangup(self, channel: str) -> bool:
-        """``Action: Hangup``: Hangup events for the channel and its peers, sent like the trace's own; the
-        trace's later events for those channels are dropped (``killed``). False: no such channel."""
+        """``Action: Hangup``: queue Hangup events for the channel and its peers (the caller writes its reply,
+        then flushes them); the trace's later events for those channels are dropped. False: no such channel."""
         targets = self.state.hangup_targets(channel)
-        if not targets:
-            return False
+        self.killed.update(rec.uniqueid for rec in targets)
+        self._send_made_up(self.state.hangup_blocks(self.stamp_time(), targets))
+        return bool(targets)
+
+    def _send_made_up(self, blocks: list[bytes]) -> None:
+        """Events the server makes up (Hangups), applied to the channel state and queued like the trace's."""
         now = self._trace_now or 0.0
-        for raw in self.state.hangup_blocks(self.stamp_time(), targets):
+        for raw in blocks:
             msg = parse_block(raw)
-            self.killed.add(msg.get("Uniqueid", ""))
             self.state.apply(msg, now)
             self._broadcast(raw, privilege_classes(msg))
-        return True
 
     def channels(self) -> list[ChannelRecord]:
         """The channel state CoreShowChannels would report now."""
@@ -429,15 +428,11 @@ class ReplayServer:
         return classes
 
     async def _end_pass(self) -> None:
-        now = self._trace_now or 0.0
         blocks = self.state.hangup_blocks(self.stamp_time())
         if blocks:
             log.info("replay: end of pass %d: %d channel(s) still up get a synthetic Hangup", self.pass_index,
                      len(blocks))
-        for raw in blocks:
-            msg = parse_block(raw)
-            self.state.apply(msg, now)
-            self._broadcast(raw, privilege_classes(msg))
+        self._send_made_up(blocks)
         await self._hub.flush()
         self.state.clear()
         self.killed.clear()
