@@ -24,6 +24,7 @@ from api.settings import ApiSettings
 from api.stream import StreamSettings, add_stream_routes
 from api.totals import active_calls_totals
 from api.ui import add_ui_routes
+from api.v2errors import V2_PREFIX, V2Error, v2_error_response
 from api.xml import RowRenderer
 
 __all__ = ["ApiDeps", "ApiSettings", "DEPS_KEY", "StreamSettings", "TOTALS_PATHS", "create_app",
@@ -37,9 +38,12 @@ log = logging.getLogger(__name__)
 
 @web.middleware
 async def mor_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``MorError`` → its envelope; any other exception → logged, ``<status><error>Internal Error``."""
+    """``MorError`` → its envelope, ``V2Error`` → JSON; any other exception → logged, then
+    ``<status><error>Internal Error`` (JSON ``{"error": …}`` under ``V2_PREFIX``)."""
     try:
         return await handler(request)
+    except V2Error as err:
+        return v2_error_response(err)
     except MorError as err:
         return error_response(request, err)
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own client_max_size, on routes added by others
@@ -48,6 +52,8 @@ async def mor_error_middleware(request: web.Request, handler: Handler) -> web.St
         raise  # deliberate HTTP answers (404 for unknown paths, redirects …)
     except Exception:
         log.exception("api unexpected error method=%s path=%s", request.method, request.path)
+        if request.path.startswith(V2_PREFIX):
+            return v2_error_response(V2Error(500, INTERNAL_ERROR))
         return error_response(request, MorError(INTERNAL_ERROR, Envelope.STATUS, 500))
 
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from api.auth import Principal
 from api.changes import ChangeHub
 from api.rows import RowFields
 from api.settings import ApiSettings
+from api.tokens import TokenIssuer
 from api.xml import RowRenderer
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
@@ -34,6 +36,10 @@ class ApiDeps:
     changes: ChangeHub | None = None
     # server ids whose AMI session is down right now: their calls say ``"stale": true`` in JSON
     disconnected: Callable[[], Collection[int]] = frozenset
+    # v2 REST: signs and checks Bearer tokens; None: the v2 routes answer 401 (not configured)
+    tokens: TokenIssuer | None = None
+    # whether this caller may hang calls up at all (the login answer tells the page to show the buttons)
+    may_hang_up: Callable[[Principal], bool] = lambda _principal: False
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)
