@@ -23,6 +23,7 @@ from aiohttp import web
 from api.app import ApiDeps, create_app
 from api.changes import ChangeHub
 from api.httpserver import ConnectionGuard, GuardedTCPSite
+from api.tokens import TokenIssuer
 from collector import __version__
 from collector.ami.framing import ACCELERATED
 from collector.ami.protocol import MessageBatch
@@ -68,6 +69,7 @@ class Daemon:
     live: LiveTable = field(default_factory=LiveTable)
     sessions: list[AmiSession] = field(default_factory=list)
     refs: RefIndex | None = None
+    tokens: TokenIssuer | None = None  # v2 Bearer tokens; None → the v2 routes answer 401
     durable: DurableTable | None = None
     started_at: float = field(default_factory=time.time)
     port: int = 0
@@ -234,7 +236,8 @@ class Daemon:
             self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
                                             stagger=i / max(1, len(enabled))))
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
-                       changes=ChangeHub.following(self.live), disconnected=self.disconnected)
+                       changes=ChangeHub.following(self.live), disconnected=self.disconnected,
+                       tokens=self.tokens)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()
