@@ -7,7 +7,7 @@ added only when the real app lacks its route, so the tests use the real one as s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,7 @@ from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from tests.api_support import NOW, REFS, ROWS, with_settings
 
-__all__ = ["ENTITIES_PATH", "HISTORY_PATH", "UiWorld", "ui_server"]
+__all__ = ["ENTITIES_PATH", "HISTORY_PATH", "UiWorld", "entities_of", "many_rows", "ui_server"]
 
 ENTITIES_PATH = "/billing/api/active_calls_entities"
 HISTORY_PATH = "/billing/api/active_calls_history"
@@ -83,6 +83,24 @@ class UiWorld:
     base: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    runner: web.AppRunner | None = None
+    port: int = 0
+    make_app: Callable[[], web.Application] = field(default=lambda: web.Application())
+
+    async def start(self, app: web.Application) -> None:
+        """Serve ``app`` (again: on the same port after ``stop``, as a restarted daemon would)."""
+        self.runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
     def put(self, row: LiveCall) -> None:
         kind = "updated" if row.id in self.rows else "added"
         self.rows[row.id] = row
@@ -105,19 +123,30 @@ async def ui_server(rows: list[LiveCall] | None = None, *, refs: RefIndex = REFS
     deps = ApiDeps(rows=lambda: tuple(table.values()), refs=lambda: refs, settings=with_settings(),
                    clock=lambda: NOW, changes=hub, **deps_kw)
     world = UiWorld(table, hub, deps)
-    app = create_app(deps, stream=stream)
-    app[WORLD_KEY] = world
-    have = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
-    if ENTITIES_PATH not in have:
-        app.router.add_route("*", ENTITIES_PATH, _entities)
-    if HISTORY_PATH not in have:
-        app.router.add_route("*", HISTORY_PATH, _history)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    world.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    def make_app() -> web.Application:
+        app = create_app(deps, stream=stream)
+        app[WORLD_KEY] = world
+        have = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+        if ENTITIES_PATH not in have:
+            app.router.add_route("*", ENTITIES_PATH, _entities)
+        if HISTORY_PATH not in have:
+            app.router.add_route("*", HISTORY_PATH, _history)
+        return app
+
+    world.make_app = make_app
+    await world.start(make_app())
     try:
         yield world
     finally:
-        await runner.cleanup()
+        await world.stop()
+
+def many_rows(n: int) -> list[LiveCall]:
+    """``n`` calls cloned from the world's rows (ids 1..n, unique uniqueids, every status and owner)."""
+    out = []
+    for i in range(1, n + 1):
+        src = ROWS[i % len(ROWS)]
+        uid = f"u{i}"
+        out.append(LiveCall(i, src.call._replace(uniqueid=uid, linkedid=uid, start_time=src.call.start_time - i),
+                            src.info))
+    return out

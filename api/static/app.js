@@ -75,15 +75,14 @@
 
   // page-side estimates where the JSON extras are missing, kept while the status stays the same so
   // the row's sort key does not wobble with each update
-  function derive(r, prev) {
-    const now = Date.now() / 1000;
+  function derive(r, prev, now) {
     if (r.answer_epoch != null && r.duration != null) {
-      const est = r.answer_epoch + r.duration + 0.5 - now;  // duration is whole seconds
+      const est = r.answer_epoch + r.duration + 0.5 - Date.now() / 1000;  // duration is whole seconds
       if (st.skew == null || Math.abs(est - st.skew) > 1.5) st.skew = est;
     }
-    if (r.start_epoch == null) r._startEst = prev && prev._startEst != null ? prev._startEst : serverNow();
+    if (r.start_epoch == null) r._startEst = prev && prev._startEst != null ? prev._startEst : now;
     if (r.answer_epoch == null && r.duration != null) {
-      r._answerEst = prev && prev.status === r.status && prev._answerEst != null ? prev._answerEst : serverNow() - r.duration;
+      r._answerEst = prev && prev.status === r.status && prev._answerEst != null ? prev._answerEst : now - r.duration;
     }
     return r;
   }
@@ -91,14 +90,14 @@
   function onEvent(ev) {
     if (ev.type === "snapshot") {
       st.stats.snapshots++;
-      const rows = new Map();
-      for (const r of JSON.parse(ev.data).active_calls) rows.set(r.id, derive(r, st.rows.get(r.id)));
+      const rows = new Map(), now = Math.round(serverNow());  // one "now" for the whole list
+      for (const r of JSON.parse(ev.data).active_calls) rows.set(r.id, derive(r, st.rows.get(r.id), now));
       st.rows = rows;
       st.full = true;
     } else if (ev.type === "call_added" || ev.type === "call_updated") {
       st.stats.events++;
       const r = JSON.parse(ev.data);
-      st.rows.set(r.id, derive(r, st.rows.get(r.id)));
+      st.rows.set(r.id, derive(r, st.rows.get(r.id), Math.round(serverNow())));
       st.dirty.add(r.id);
     } else if (ev.type === "call_removed") {
       st.stats.events++;
