@@ -66,7 +66,8 @@ async def test_sort_search_counters_and_groups(tmp_path: Path) -> None:
         await open_page(cdp, page_url(world.base))
         totals = await api_totals(http, world.base, ADMIN, group_by="server")
         state = await poll(cdp, lambda s: s["conn"] == "live" and len(s["ids"]) == len(rows) and s["groups"])
-        assert state["total"] == str(totals["totals"]["total"]) and state["answered"] == str(totals["totals"]["answered"])
+        assert state["total"] == str(totals["totals"]["total"])
+        assert state["answered"] == str(totals["totals"]["answered"])
         assert state["group"] == "server" and state["groups"] == group_rows(totals)
         # default: time, longest first
         assert state["ids"] == expected_order(rows, "time", descending=True)
@@ -86,7 +87,7 @@ async def test_sort_search_counters_and_groups(tmp_path: Path) -> None:
         for text in ("lith", "lithuania fixed", "prov1-0000000", "carol"):
             await type_into(cdp, "#f-search", text)
             want_ids = search_matches(rows, text)
-            state = await poll(cdp, lambda s, w=want_ids: set(s["ids"]) == w)
+            state = await poll(cdp, lambda s: set(s["ids"]) == want_ids)  # noqa: B023 (awaited here)
             assert 0 < len(state["ids"]) < len(rows), text
         await type_into(cdp, "#f-search", "")
         await cdp.call("Input.dispatchKeyEvent", type="keyDown", key="Backspace", code="Backspace",
@@ -103,7 +104,8 @@ async def test_sort_search_counters_and_groups(tmp_path: Path) -> None:
         for group in ("provider", "user", "direction", "destination_group", "server"):
             await cdp.eval(f"document.querySelector('#group-tabs button[data-group={group}]').click()")
             totals = await api_totals(http, world.base, ADMIN, group_by=group)
-            state = await poll(cdp, lambda s, g=group, t=totals: s["group"] == g and s["groups"] == group_rows(t))
+            state = await poll(cdp, lambda s: s["group"] == group  # noqa: B023 (awaited here)
+                               and s["groups"] == group_rows(totals))  # noqa: B023
             assert state["groups"], group
 
         # the view survives a reload from its URL (a bookmarked wall screen)
@@ -123,8 +125,9 @@ async def test_dropdowns_list_what_each_role_may_filter_by(tmp_path: Path) -> No
     selects = {"f-user": ("users", "id"), "f-device": ("devices", "id"), "f-provider": ("providers", "id"),
                "f-server": ("servers", "id"), "f-direction": ("directions", "name"),
                "f-dgroup": ("destination_groups", "id"), "f-did": ("dids", "number")}
-    options = "JSON.stringify(Object.fromEntries(%s.map(id => [id, [...document.getElementById(id).options]" \
-              ".map(o => o.value).filter(Boolean)])))" % json.dumps(list(selects))
+    ids = json.dumps(list(selects))
+    options = f"JSON.stringify(Object.fromEntries({ids}.map(id => [id, [...document.getElementById(id).options]" \
+              ".map(o => o.value).filter(Boolean)])))"
     seen: dict[str, dict[str, list[str]]] = {}
     async with ui_server() as world, chromium(tmp_path) as cdp, aiohttp.ClientSession() as http:
         for user in ("admin", "res", "alice"):
@@ -134,7 +137,7 @@ async def test_dropdowns_list_what_each_role_may_filter_by(tmp_path: Path) -> No
             want = {sid: [str(e[field]) for e in entities[lst]] for sid, (lst, field) in selects.items()}
             await open_page(cdp, page_url(world.base, user))
             await poll(cdp, lambda s: s["conn"] == "live")
-            got = await poll(cdp, lambda s, w=want: s == w, expression=options)
+            got = await poll(cdp, lambda s: s == want, expression=options)  # noqa: B023 (awaited here)
             seen[user] = got
         assert len(seen["admin"]["f-user"]) > len(seen["res"]["f-user"]) >= len(seen["alice"]["f-user"]) >= 1
         assert seen["admin"]["f-provider"] != seen["res"]["f-provider"]
