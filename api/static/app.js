@@ -24,7 +24,7 @@
     skew: null,        // server clock − page clock, seconds (durations count on the server's clock)
     conn: "offline",
     lastData: 0,       // Date.now() of the last byte from the stream
-    stats: { events: 0, snapshots: 0 },
+    stats: { events: 0, snapshots: 0, firstRows: 0 },
   };
 
   // ------------------------------------------------------------------ auth + requests
@@ -128,6 +128,7 @@
     }
     table.paint();
     counters();
+    if (!st.stats.firstRows && st.rows.size) st.stats.firstRows = performance.now();  // ms since navigation
   }
 
   function counters() {
