@@ -215,10 +215,20 @@
     document.body.classList.add("signed-in");
     document.body.classList.toggle("can-hangup", mayHangUp());
     $("who").textContent = who;
+    if (auth.kind === "session") {
+      auth.session.onexpire = (text) => { signOut(); showError(text || "Session expired: log in again"); };
+    }
     Panels.load().then(() => { connect(); saveUrl(); });
+    startGraph();
+  }
+
+  // the history graph follows the server filter (its series are per server); nothing else narrows it
+  function startGraph() {
     if (st.graph) st.graph.stop();
     st.graph = null;
-    if (window.ActiveCallsGraph) st.graph = window.ActiveCallsGraph.startGraph($("graph"), request);
+    if (!window.ActiveCallsGraph || !st.auth) return;
+    const server = Panels.filterParams().get("s_server");
+    st.graph = window.ActiveCallsGraph.startGraph($("graph"), request, { params: () => (server ? { s_server: server } : {}) });
   }
 
   function signOut() {
@@ -247,7 +257,8 @@
   async function hangUp(r, btn) {
     btn.disabled = true;
     try {
-      const res = await st.auth.session.hangUp(r.id);
+      const label = [r.src, r.localized_dst || r.dst].filter(Boolean).join(" → ");
+      const res = await st.auth.session.hangUp(r.id, label);
       if (res && res.ok) flash(`Call ${r.id} hung up`);
       else if (res && res.status) flash(`Call ${r.id}: ${(res.body && res.body.error) || "HTTP " + res.status}`, true);
     } catch (err) {
@@ -310,7 +321,7 @@
     keyLogin($("u").value, $("secret").value);
   });
   $("logout").addEventListener("click", signOut);
-  Panels.init({ request, onServerFilter: () => { connect(); saveUrl(); }, onGroup: saveUrl });
+  Panels.init({ request, onServerFilter: () => { connect(); startGraph(); saveUrl(); }, onGroup: saveUrl });
   if (window.ActiveCallsSession) {
     window.ActiveCallsSession.mountLogin($("session-login"), (session) => {
       const u = session.user || {};
