@@ -333,6 +333,8 @@
 
   // the view from the URL query: ?wall=1&sort=…&dir=…&status=…&q=…&group=…&s_*=…
   const query = new URLSearchParams(location.search);
+  const frag = new URLSearchParams(location.hash.slice(1));
+  for (const [k, v] of frag) if (k.startsWith("s_") && !query.has(k)) query.set(k, v);  // old #…&s_*= links
   if (query.get("status")) statusSel.value = query.get("status");
   if (query.get("q")) search.value = query.get("q");
   if (query.get("sort")) table.setSort(query.get("sort"), query.get("dir") === "asc" ? 1 : -1);
@@ -342,7 +344,6 @@
   setConn("offline");
 
   // #u=NAME&hash=HEX (or &secret=…) signs in directly; the fragment never reaches the server's logs.
-  const frag = new URLSearchParams(location.hash.slice(1));
   if (frag.get("u") && (frag.get("hash") || frag.get("secret"))) {
     $("u").value = frag.get("u");
     keyLogin(frag.get("u"), frag.get("hash") || frag.get("secret"));
