@@ -38,7 +38,9 @@ async def api_view(http: aiohttp.ClientSession, base: str, auth: dict[str, str])
                          data={**auth, "group_by": "provider"}) as resp:
         totals = await resp.json()
     rows = sorted([c["uniqueid"], c["status"]] for c in doc.get("active_calls", []))
-    providers = sorted([g["name"] or "(none)", str(g["total"]), str(g["answered"])] for g in totals["groups"])
+    providers = sorted([g["name"] or "(none)",  # the call limit beside the count where one is set
+                        f"{g['total']} / {g['call_limit']}" if g.get("call_limit") is not None else str(g["total"]),
+                        str(g["answered"])] for g in totals["groups"])
     return {"on_screen": True, "rows": rows, "total": str(totals["totals"]["total"]),
             "answered": str(totals["totals"]["answered"]),
             "providers": providers}
