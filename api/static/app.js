@@ -90,14 +90,14 @@
   function onEvent(ev) {
     if (ev.type === "snapshot") {
       st.stats.snapshots++;
-      const rows = new Map(), now = Math.round(serverNow());  // one "now" for the whole list
+      const rows = new Map(), now = Math.floor(serverNow());  // one "now" for the whole list
       for (const r of JSON.parse(ev.data).active_calls) rows.set(r.id, derive(r, st.rows.get(r.id), now));
       st.rows = rows;
       st.full = true;
     } else if (ev.type === "call_added" || ev.type === "call_updated") {
       st.stats.events++;
       const r = JSON.parse(ev.data);
-      st.rows.set(r.id, derive(r, st.rows.get(r.id), Math.round(serverNow())));
+      st.rows.set(r.id, derive(r, st.rows.get(r.id), Math.floor(serverNow())));
       st.dirty.add(r.id);
     } else if (ev.type === "call_removed") {
       st.stats.events++;
@@ -314,6 +314,7 @@
     $("updated").textContent = st.lastData ? `updated ${hms(new Date(st.lastData))}` : "";
   }
   setInterval(tick, 1000);
+  tick();
 
   // ------------------------------------------------------------------ wiring
   $("login").addEventListener("submit", (ev) => {
