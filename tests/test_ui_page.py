@@ -71,6 +71,16 @@ async def test_sort_search_counters_and_groups(tmp_path: Path) -> None:
         assert state["group"] == "server" and state["groups"] == group_rows(totals)
         # default: time, longest first
         assert state["ids"] == expected_order(rows, "time", descending=True)
+        # uniqueid and channel on hover; ringing time looks unlike talk time
+        looks = json.loads(await cdp.eval("""JSON.stringify([...document.querySelectorAll('#calls tbody tr:not(.pad)')]
+          .map(tr => [Number(tr.dataset.id), tr.title, getComputedStyle(tr.querySelector('td.time')).color,
+                      getComputedStyle(tr.querySelector('td.time'), '::before').content]))"""))
+        by_id = {int(r["id"]): r for r in rows}
+        for row_id, title, _color, _before in looks:
+            assert by_id[row_id]["uniqueid"] in title and by_id[row_id]["channel"] in title
+        ring = {(color, before) for row_id, _t, color, before in looks if by_id[row_id]["status"] == "Ringing"}
+        talk = {(color, before) for row_id, _t, color, before in looks if by_id[row_id]["status"] == "Answered"}
+        assert len(ring) == 1 and len(talk) == 1 and ring != talk and '"ringing "' in next(iter(ring))[1]
         await screenshot(cdp, "ui-normal.png")
 
         for col in SORT_COLUMNS:

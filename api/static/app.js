@@ -322,6 +322,12 @@
     keyLogin($("u").value, $("secret").value);
   });
   $("logout").addEventListener("click", signOut);
+  // the browser knows before the socket does: say so now, and try again as soon as there is a network
+  window.addEventListener("offline", () => { if (st.stream) setConn("down", "browser offline"); });
+  window.addEventListener("online", () => { if (st.stream) st.stream.reconnectNow(); });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && st.stream && st.conn === "down") st.stream.reconnectNow();
+  });
   Panels.init({ request, onServerFilter: () => { connect(); startGraph(); saveUrl(); }, onGroup: saveUrl });
   if (window.ActiveCallsSession) {
     window.ActiveCallsSession.mountLogin($("session-login"), (session) => {
