@@ -47,13 +47,15 @@ class _Col:
     name: str
     kind: type  # int | str
     required: bool
+    limit: bool = False  # ``int | None`` (call_limit): null, 0 or negative = no limit, stored as None
 
 
 def _table_columns(cls: type) -> dict[str, _Col]:
     out = {}
     for f in fields(cls):
-        kind = int if f.type in ("int", int) else str
-        out[f.name] = _Col(f.name, kind, f.default is MISSING and f.default_factory is MISSING)
+        limit = f.type in ("int | None", int | None)
+        kind = int if limit or f.type in ("int", int) else str
+        out[f.name] = _Col(f.name, kind, f.default is MISSING and f.default_factory is MISSING, limit)
     return out
 
 
@@ -70,10 +72,12 @@ def _coerce(col: _Col, value: Any, from_csv: bool) -> Any:
             text = value.strip()
             if not _CSV_INT.fullmatch(text):
                 raise _RowError(f"{col.name}: expected an integer, got {value!r}")
-            return int(text)
-        if isinstance(value, bool) or not isinstance(value, int):
+            number = int(text)
+        elif isinstance(value, bool) or not isinstance(value, int):
             raise _RowError(f"{col.name}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
+        else:
+            number = value
+        return None if col.limit and number <= 0 else number
     if not isinstance(value, str):
         hint = " (quote numbers to keep leading zeros)" if isinstance(value, (int, float)) else ""
         raise _RowError(f"{col.name}: expected a string, got {type(value).__name__} {value!r}{hint}")
@@ -152,6 +156,8 @@ class _Spec:
     colset: frozenset[str]
     defaults: dict[str, Any]  # optional columns only
     types: tuple[type, ...]
+    limits: tuple[int, ...]  # positions of the ``int | None`` limit columns (None or an int)
+    limit_types: frozenset[tuple[type, ...]]  # ``types`` with each combination of limits None
     getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]
     select_sql: str
     insert_sql: str
@@ -163,8 +169,13 @@ def _spec(table: str, cls: type) -> _Spec:
     defaults = {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[operator]
                 for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
     cols = ", ".join(f'"{c}"' for c in names)
+    types = tuple(_TABLE_COLS[table][n].kind for n in names)
+    limits = tuple(i for i, n in enumerate(names) if _TABLE_COLS[table][n].limit)
+    limit_types = {types}
+    for i in limits:
+        limit_types |= {t[:i] + (type(None),) + t[i + 1:] for t in limit_types}
     return _Spec(names, {n: i for i, n in enumerate(names)}, frozenset(names), defaults,
-                 tuple(_TABLE_COLS[table][n].kind for n in names), itemgetter(*names),
+                 types, limits, frozenset(limit_types), itemgetter(*names),
                  f'SELECT {cols} FROM "{table}" ORDER BY id',
                  f'INSERT OR REPLACE INTO "{table}" ({cols}) VALUES ({", ".join("?" * len(names))})')
 
@@ -189,6 +200,7 @@ def _parse_rows(table: str, rows: list[Any], from_csv: bool, source: str) -> lis
     which either accepts it the same way or raises the row's error."""
     spec = _SPECS[table]
     getter, types, colset, defaults, names = spec.getter, spec.types, spec.colset, spec.defaults, spec.names
+    limits, limit_types = spec.limits, spec.limit_types
     n = len(names)
     out: list[Row] = []
     append = out.append
@@ -199,7 +211,12 @@ def _parse_rows(table: str, rows: list[Any], from_csv: bool, source: str) -> lis
             except KeyError:  # a required column missing: the slow path names it
                 pass
             else:
-                if tuple(map(type, values)) == types:
+                kinds = tuple(map(type, values))
+                if kinds == types and not limits:
+                    append(values)
+                    continue
+                # a limit column: None or a positive int as is; 0 / negative → the slow path's None
+                if kinds in limit_types and all(values[j] is None or values[j] > 0 for j in limits):
                     append(values)
                     continue
         try:
