@@ -92,7 +92,7 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     app = web.Application(middlewares=[mor_error_middleware, *middlewares],
                           client_max_size=settings.max_body)
     app[DEPS_KEY] = deps
-    fields = app[FIELDS_KEY] = RowFields(settings.zone(), disconnected=deps.disconnected)
+    fields = app[FIELDS_KEY] = RowFields(settings.zone(), disconnected=deps.disconnected, refs=deps.refs)
     app[RENDERER_KEY] = RowRenderer(fields)
     for path in settings.paths:
         app.router.add_route("*", path, active_calls_get)
