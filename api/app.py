@@ -16,9 +16,10 @@ from aiohttp.typedefs import Handler, Middleware
 from api.active_calls import active_calls_get
 from api.background import background
 from api.clienterrors import install_client_error_limiter
-from api.deps import DEPS_KEY, FIELDS_KEY, RENDERER_KEY, ApiDeps
+from api.deps import DEPS_KEY, FIELDS_KEY, JSON_RENDERER_KEY, RENDERER_KEY, ApiDeps
 from api.entities import add_entities_routes
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.jsonout import JsonRenderer
 from api.responses import error_response
 from api.rows import RowFields
 from api.settings import ApiSettings
@@ -96,6 +97,7 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     app[DEPS_KEY] = deps
     fields = app[FIELDS_KEY] = RowFields(settings.zone(), disconnected=deps.disconnected, refs=deps.refs)
     app[RENDERER_KEY] = RowRenderer(fields)
+    app[JSON_RENDERER_KEY] = JsonRenderer(fields)
     for path in settings.paths:
         app.router.add_route("*", path, active_calls_get)
     for path in TOTALS_PATHS:

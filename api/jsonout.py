@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from api.errors import Envelope, MorError
@@ -20,7 +21,7 @@ from api.rows import RowFields, clean_text, duration_seconds, server_name
 from collector.live.table import LiveCall
 from collector.refdata.model import Server
 
-__all__ = ["dumps", "error_json", "row_object", "rows_json"]
+__all__ = ["JsonRenderer", "dumps", "error_json", "row_object", "rows_json"]
 
 
 def dumps(obj: Any) -> bytes:
@@ -69,6 +70,65 @@ def row_object(fields: RowFields, row: LiveCall, now: float,
 def rows_json(fields: RowFields, rows: Iterable[LiveCall], now: float) -> bytes:
     down, servers = fields.disconnected(), fields.servers()
     return dumps({"active_calls": [row_object(fields, r, now, down, servers) for r in rows]})
+
+
+_DURATION_MARK = "\u2063"  # placeholder value; the real duration is spliced in per request
+#: ``"duration":"⁣"`` as dumps writes it: unescaped quotes occur in JSON only around keys and values, so
+#: this can only be the duration member, never text inside a value
+_DURATION_SPLIT = dumps({"duration": _DURATION_MARK})[1:-1]
+_DURATION_KEY = _DURATION_SPLIT.partition(b":")[0] + b":"
+_STALE_END, _END = b',"stale":true}', b"}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    row: LiveCall  # identity check: a new LiveCall object means the row changed
+    servers: Mapping[int, Server]  # identity check: reloaded reference data may rename the server
+    head: bytes  # '{"id":…,"duration":'
+    tail: bytes  # ',"src":…' up to (not including) the closing brace
+
+
+class JsonRenderer:
+    """``rows_json`` with each row's JSON encoded once (per row object and reference data) and only
+    ``duration`` and ``stale`` put in per request, as ``api.xml.RowRenderer`` does for XML: the full list
+    of 10,000 calls is then a join, not 10,000 dicts encoded. Same bytes as ``rows_json``."""
+
+    def __init__(self, fields: RowFields) -> None:
+        self.fields = fields
+        self._cache: dict[int, _Fragment] = {}
+
+    def render_rows(self, rows: Sequence[LiveCall], now: float) -> bytes:
+        """``{"active_calls": [...]}`` for ``rows`` (already filtered and ordered)."""
+        down, servers = self.fields.disconnected(), self.fields.servers()
+        cache = self._cache
+        parts: list[bytes] = [b'{"active_calls":[']
+        append = parts.append
+        for row in rows:
+            frag = cache.get(row.id)
+            if frag is None or frag.row is not row or frag.servers is not servers:
+                frag = cache[row.id] = self._fragment(row, servers)
+            append(frag.head)
+            seconds = duration_seconds(now, row.call.answer_time)
+            append(b"null" if seconds is None else b"%d" % seconds)
+            append(frag.tail)
+            append(_STALE_END if row.call.server_id in down else _END)
+            append(b",")
+        if rows:
+            parts.pop()
+        append(b"]}")
+        return b"".join(parts)
+
+    def prune(self, live: Iterable[LiveCall], size: int) -> None:
+        """Forget rows that left the table, once the cache has grown well past the table's ``size``."""
+        if len(self._cache) > 2 * size + 1024:
+            keep = {row.id for row in live}
+            self._cache = {k: v for k, v in self._cache.items() if k in keep}
+
+    def _fragment(self, row: LiveCall, servers: Mapping[int, Server]) -> _Fragment:
+        obj = row_object(self.fields, row, 0.0, (), servers)
+        obj["duration"] = _DURATION_MARK
+        head, _, tail = dumps(obj).partition(_DURATION_SPLIT)
+        return _Fragment(row, servers, head + _DURATION_KEY, tail[:-1])
 
 
 def error_json(err: MorError) -> bytes:

@@ -3,12 +3,18 @@ same errors, as ``{"error": …}`` / ``{"message": …}`` with ``application/jso
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from api.rows import CALL_FIELDS
+from api.jsonout import JsonRenderer, rows_json
+from api.rows import CALL_FIELDS, RowFields
+from collector.refdata.index import RefIndex
+from collector.refdata.model import Server
 from tests.api_support import NOW, PATH, REFS, ROWS, SECRETS, make_app, parse, signed, with_settings
 
 JSON = PATH + "?format=json"
@@ -136,3 +142,30 @@ async def test_json_row_extras_unknown_server_empty_and_broken_values(aiohttp_cl
     # XML of the same rows: exactly as before (no new elements)
     xml = parse(await (await client.post(PATH, data=signed("admin"))).read())
     assert [[c.tag for c in call] for call in xml] == [list(CALL_FIELDS)] * 2
+
+
+def test_cached_json_rows_are_the_uncached_bytes() -> None:
+    """The per-row JSON cache (active_calls_get, stream snapshots) against ``rows_json`` itself: same
+    bytes for every row shape, at several clocks, after a row changes and after a server is renamed."""
+    refs = [REFS]
+    down: set[int] = set()
+    fields = RowFields(ZoneInfo("Europe/Vilnius"), disconnected=lambda: down, refs=lambda: refs[0])
+    renderer = JsonRenderer(fields)
+    answered = ROWS[2]
+    rows = [*ROWS, answered._replace(id=20, call=answered.call._replace(phase="on_hold", server_id=77)),
+            answered._replace(id=21, call=answered.call._replace(answer_time=float("nan"), dst="\u2063\"x\\"))]
+    for now in (NOW, NOW + 61.5, NOW + 3600):
+        assert renderer.render_rows(rows, now) == rows_json(fields, rows, now)
+    down.add(1)  # server 1 goes down: its rows say stale, from the cache too
+    body = renderer.render_rows(rows, NOW)
+    assert body == rows_json(fields, rows, NOW) and b'"stale":true' in body
+    rows[0] = rows[0]._replace(call=rows[0].call._replace(dst="999"))  # a changed row: a new object
+    assert renderer.render_rows(rows, NOW) == rows_json(fields, rows, NOW)
+    renamed = RefIndex.build(dataclasses.replace(REFS.data, servers=(Server(1, "renamed"), Server(2, "pbx2"))))
+    refs[0] = renamed
+    body = renderer.render_rows(rows, NOW)
+    assert body == rows_json(fields, rows, NOW) and b'"server_name":"renamed"' in body
+    assert renderer.render_rows([], NOW) == rows_json(fields, [], NOW) == b'{"active_calls":[]}'
+    doc = json.loads(body)
+    assert [c["id"] for c in doc["active_calls"]] == [r.id for r in rows]
+    assert doc["active_calls"][-1]["dst"] == "\u2063\"x\\"  # the placeholder in a value is only text
