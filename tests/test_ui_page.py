@@ -81,6 +81,17 @@ async def test_sort_search_counters_and_groups(tmp_path: Path) -> None:
         ring = {(color, before) for row_id, _t, color, before in looks if by_id[row_id]["status"] == "Ringing"}
         talk = {(color, before) for row_id, _t, color, before in looks if by_id[row_id]["status"] == "Answered"}
         assert len(ring) == 1 and len(talk) == 1 and ring != talk and '"ringing "' in next(iter(ring))[1]
+        # ringing time counts from start_epoch, talk time from the answer, both on the server's clock
+        cells = json.loads(await cdp.eval("""JSON.stringify([...document.querySelectorAll('#calls tbody tr:not(.pad)')]
+          .map(tr => [Number(tr.dataset.id), tr.querySelector('td.time').textContent,
+                      tr.querySelector('td.start').textContent, tr.querySelector('td.answer').textContent]))"""))
+        for row_id, shown, start, answer in cells:
+            r = by_id[row_id]
+            assert start == r["start_time"][11:] and answer == (r["answer_time"] or "")[11:]
+            m, sec = shown.split(":")[-2:]
+            seconds = int(m) * 60 + int(sec) + (3600 * int(shown.split(":")[0]) if shown.count(":") == 2 else 0)
+            since = NOW - (r["start_epoch"] if r["status"] == "Ringing" else r["answer_epoch"])
+            assert int(since) - 1 <= seconds <= since + 60, (r, shown)  # the server clock, known to ±1 s
         await screenshot(cdp, "ui-normal.png")
 
         for col in SORT_COLUMNS:
