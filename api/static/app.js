@@ -218,8 +218,7 @@
     if (auth.kind === "session") {
       auth.session.onexpire = (text) => { signOut(); showError(text || "Session expired: log in again"); };
     }
-    Panels.load().then(() => { connect(); saveUrl(); });
-    startGraph();
+    Panels.load().then(() => { connect(); startGraph(); saveUrl(); });  // the URL's filters are set by then
   }
 
   // the history graph follows the server filter (its series are per server); nothing else narrows it
@@ -243,6 +242,7 @@
     schedule();
     document.body.classList.remove("signed-in", "can-hangup");
     setConn("offline");
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);  // #u=…&hash=…
   }
 
   async function keyLogin(u, secretOrHash) {
