@@ -220,3 +220,38 @@ async def test_disconnect_is_shown_and_the_stream_resumes(tmp_path: Path) -> Non
         state = await poll(cdp, lambda s: s["conn"] == "live" and sorted(s["model"]) == want, timeout=30.0)
         assert state["banner"] == ""
         assert state["snapshots"] == 1, "resumed with Last-Event-ID: the missed changes, no new snapshot"
+
+
+async def test_rows_stay_put_while_the_table_changes_around_them(tmp_path: Path) -> None:
+    """Scrolled into the middle of 200 calls: calls above end, calls below answer, new ones ring, a visible
+    call changes something that is not its sort key — every row on screen stays exactly where it was."""
+    chromium_binary()
+    where = """JSON.stringify(Object.fromEntries([...document.querySelectorAll('#calls tbody tr:not(.pad)')]
+      .filter(tr => { const r = tr.getBoundingClientRect(), box = document.getElementById('scroller')
+        .getBoundingClientRect(); return r.top >= box.top + 30 && r.bottom <= box.bottom; })
+      .map(tr => [tr.dataset.id, [Math.round(tr.getBoundingClientRect().top), tr.cells[4].textContent]])))"""
+    async with ui_server(many_rows(200)) as world, chromium(tmp_path) as cdp:
+        await open_page(cdp, page_url(world.base))
+        await poll(cdp, lambda s: s["conn"] == "live" and len(s["model"]) == 200)
+        await cdp.eval("document.getElementById('scroller').scrollTop = 60 * window.activeCalls.table.rowHeight")
+        order = json.loads(await cdp.eval("JSON.stringify(window.activeCalls.table.ids())"))
+        before = await poll(cdp, lambda s: len(s) > 10, expression=where)
+        visible = [int(i) for i in before]
+        assert min(order.index(i) for i in visible) >= 55, "scrolled into the middle"
+        above = order[:5]
+        below_ringing = [i for i in order[order.index(visible[-1]) + 1:]
+                         if world.rows[i].call.status is CallStatus.RINGING][:5]
+        for row_id in above:
+            world.drop(row_id)
+        for row_id in below_ringing:
+            r = world.rows[row_id]
+            world.put(r._replace(call=r.call._replace(status=CallStatus.ANSWERED, answer_time=NOW - 0.5)))
+        for n in range(5):
+            new = ROWS[1]._replace(id=1000 + n, call=ROWS[1].call._replace(uniqueid=f"new{n}", start_time=NOW))
+            world.put(new)
+        touched = visible[len(visible) // 2]
+        r = world.rows[touched]
+        world.put(r._replace(call=r.call._replace(src="555000111")))  # not the time column's key
+        await poll(cdp, lambda s: len(s["model"]) == 200 and ["new4", "Ringing"] in s["model"])
+        after = await poll(cdp, lambda s: s.get(str(touched), [0, ""])[1] == "555000111", expression=where)
+        assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
