@@ -292,6 +292,7 @@
     $("details").hidden = false;
   }
   $("details-close").addEventListener("click", () => { $("details").hidden = true; });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") $("details").hidden = true; });
 
   // ------------------------------------------------------------------ wall mode, clock
   function setWall(on, fromClick) {

@@ -216,10 +216,8 @@
       const want = [this.topPad];
       for (let i = 0; i < n; i++) {
         const id = ids[first + i], r = this.rows.get(id), tr = this.pool[i];
-        if (tr.dataset.id !== String(id)) {
-          tr.dataset.id = id;
-          tr.dataset.uniqueid = r.uniqueid || "";
-        }
+        if (tr.dataset.id !== String(id)) tr.dataset.id = id;
+        if (tr.dataset.uniqueid !== (r.uniqueid || "")) tr.dataset.uniqueid = r.uniqueid || "";
         const cls = (r.status || "").toLowerCase() + (r.stale ? " stale" : "") + (r.phase ? " phase" : "");
         if (tr.className !== cls) tr.className = cls;
         const title = `id ${r.id} · uniqueid ${r.uniqueid || ""} · channel ${r.channel || ""}`;
