@@ -128,6 +128,7 @@
     }
     table.paint();
     counters();
+    stamp();
     if (!st.stats.firstRows && st.rows.size) st.stats.firstRows = performance.now();  // ms since navigation
   }
 
@@ -309,10 +310,15 @@
   $("wall-toggle").addEventListener("click", () => setWall(!document.body.classList.contains("wall"), true));
 
   const hms = (d) => `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  function stamp() {  // when the stream last said anything (data or keepalive)
+    const text = st.lastData ? `updated ${hms(new Date(st.lastData))}` : "";
+    if ($("updated").textContent !== text) $("updated").textContent = text;
+  }
+
   function tick() {  // durations move with the clock, not with events
     table.paint();
     $("clock").textContent = hms(new Date());
-    $("updated").textContent = st.lastData ? `updated ${hms(new Date(st.lastData))}` : "";
+    stamp();
   }
   setInterval(tick, 1000);
   tick();
