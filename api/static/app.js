@@ -205,8 +205,9 @@
         return { body, headers };
       },
       retryUnauthorized: st.auth.kind === "session",
-      onEvent: (ev) => { st.lastData = Date.now(); onEvent(ev); },
-      onState: (state, detail) => { if (state === "live") st.lastData = Date.now(); setConn(state, detail); },
+      onEvent,
+      onData: () => { st.lastData = Date.now(); if (!st.frame) stamp(); },
+      onState: setConn,
     }).start();
     Panels.refresh();
   }

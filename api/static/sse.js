@@ -64,7 +64,8 @@
   }
 
   // Options: url, request() -> {body, headers} (fresh per attempt: tokens refresh), onEvent(ev),
-  // onState(state, detail) with state "connecting" | "live" | "down" | "failed", watchdogMs, maxDelayMs.
+  // onState(state, detail) with state "connecting" | "live" | "down" | "failed", onData() per chunk read
+  // (keepalives too), watchdogMs, maxDelayMs.
   class EventStream {
     constructor(opts) {
       this.opts = Object.assign({ watchdogMs: 20000, maxDelayMs: 10000, retryMs: 2000 }, opts);
@@ -129,6 +130,7 @@
               if (done) break;
               arm();
               this.bytes += value.length;
+              if (o.onData) o.onData();
               parser.push(value);
               if (parser.lastEventId != null) this.lastEventId = parser.lastEventId;
               if (parser.retry != null) o.retryMs = parser.retry;
