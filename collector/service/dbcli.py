@@ -154,8 +154,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         data = export_db(db)
         if not args.with_secrets:
             for user in data.get("users", []):
-                if user.get("api_secret_key"):
-                    user["api_secret_key"] = MASK
+                for key in ("api_secret_key", "password"):
+                    if user.get(key):
+                        user[key] = MASK
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
         if not args.out:
             sys.stdout.write(text)
