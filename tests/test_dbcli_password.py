@@ -22,7 +22,9 @@ from collector.service import cli
 from collector.service.config import Secret
 from collector.service.jwtkey import KeyFileError
 from tests.daemon_helpers import running_daemon, settings_for
-from tests.v2_support import basic
+from tests.v2_support import basic, no_secrets_logged
+
+__all__ = ["no_secrets_logged"]  # the fixture, used by name below
 
 LOGIN = "/billing/api/v2/authentication/login"
 PASSWORD = "Tr0ub4dor&3 ✓"
@@ -118,7 +120,8 @@ async def _login(port: int, username: str, password: str) -> tuple[int, Any]:
             return resp.status, await resp.json()
 
 
-async def test_daemon_logs_in_with_a_set_password_and_keeps_its_key(tmp_path: Path) -> None:
+async def test_daemon_logs_in_with_a_set_password_and_keeps_its_key(tmp_path: Path,
+                                                                    no_secrets_logged: list[str]) -> None:
     settings = settings_for(tmp_path, [])
     LocalPasswords(settings.database).set("alice", hash_password(PASSWORD))
     key = tmp_path / "jwt.key"
@@ -130,6 +133,7 @@ async def test_daemon_logs_in_with_a_set_password_and_keeps_its_key(tmp_path: Pa
         assert status == 200 and body["user"] == {"id": 2, "username": "alice", "role": "user", "name": "Alice Office"}
         assert body["expires_in"] == 900
         token = body["token"]
+        no_secrets_logged.extend([token, PASSWORD, first.hex()])
         assert (await _login(daemon.port, "alice", "wrong"))[0] == 401
     async with running_daemon(settings) as daemon:  # restart: same key, the old token still verifies
         assert key.read_bytes() == first

@@ -156,3 +156,22 @@ def test_mor_sync_reads_users_password_and_leaves_local_hashes(tmp_path: Path, m
     assert again.ok and again.tables["users"].changed == 1
     assert {u.username: u for u in load_refdata(db).users}["admin"].password == "new-admin-pw"
     assert LocalPasswords(db).get("alice") == "scrypt$local"
+
+
+@pytest.mark.parametrize("stored", [None, "", "plain-text", hashlib.sha1(b"pw").hexdigest(), "scrypt$bad",
+                                    hash_password("pw")])
+@pytest.mark.parametrize("password", ["pw", "wrong", ""])
+def test_every_check_costs_exactly_one_default_scrypt_run(monkeypatch: pytest.MonkeyPatch, stored: str | None,
+                                                          password: str) -> None:
+    """Unknown user (None), no password (""), MOR's forms, a broken entry and ours: the same work each time,
+    so response time does not tell them apart (counted, not timed)."""
+    calls: list[tuple[int, int, int]] = []
+    real = hashlib.scrypt
+
+    def counting(pw: bytes, *, salt: bytes, n: int, r: int, p: int, maxmem: int = 0, dklen: int = 64) -> bytes:
+        calls.append((n, r, p))
+        return real(pw, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    verify_password(password, stored)
+    assert calls == [(2**14, 8, 1)]
