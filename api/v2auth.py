@@ -48,6 +48,7 @@ NOT_CONFIGURED = "Token authentication is not configured"
 METHOD_NOT_ALLOWED = "Method not allowed"
 
 _MAX_HEADER = 4096  # longer Authorization values are malformed, before any decoding
+_MAX_KEY = 128  # characters of a username a failure counter is keyed by (10,000 keys stay a few MiB)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1: token answers
 
 T = TypeVar("T")
@@ -70,16 +71,17 @@ class LoginGuard:
         self._slots = asyncio.Semaphore(concurrency)
 
     def retry_after(self, username: str, address: str) -> int | None:
-        waits = [w for w in (self.users.retry_after(username), self.addresses.retry_after(address)) if w]
+        waits = [w for w in (self.users.retry_after(username[:_MAX_KEY]), self.addresses.retry_after(address))
+                 if w]
         return max(waits) if waits else None
 
     def failed(self, username: str, address: str) -> None:
-        self.users.fail(username)
+        self.users.fail(username[:_MAX_KEY])
         self.addresses.fail(address)
 
     def succeeded(self, username: str) -> None:
         """The username's counter starts again; the address's does not (one address, many names)."""
-        self.users.reset(username)
+        self.users.reset(username[:_MAX_KEY])
 
     async def run(self, check: Callable[[], T]) -> T:
         """``check()`` in a worker thread, holding a slot until the thread is done (even if the request

@@ -220,6 +220,8 @@ async def test_counters_stay_bounded(aiohttp_client: Any, no_secrets_logged: lis
         assert (await login(client, f"spray{i}", "x", no_secrets_logged))[0] == 401
     assert len(guard.users) == 3
     assert guard.users.retry_after("spray5") is None and "spray0" not in guard.users._failures
+    assert (await login(client, "L" * 3000, "x", no_secrets_logged))[0] == 401  # a long name: a short key
+    assert max(len(k) for k in guard.users._failures) == 128
 
 
 def test_limiter_defaults_keep_at_most_10000_keys() -> None:
