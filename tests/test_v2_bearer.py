@@ -130,7 +130,8 @@ _BODIES = {b'{"error":"Invalid username or password"}',
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=_HEADER)
-def test_random_basic_headers_never_authenticate(login_server: tuple[_Server, World], header: str) -> None:
+def test_random_basic_headers_never_authenticate(login_server: tuple[_Server, World], no_secrets_logged: list[str],
+                                                 header: str) -> None:
     srv, _world = login_server
     try:
         decoded = base64.b64decode(header[6:], validate=True).decode() if header.startswith("Basic ") else ""
