@@ -51,7 +51,8 @@ class FailureLimiter:
             return None
         return max(1, math.ceil(times[0] + self.window - now))
 
-    def fail(self, key: str) -> None:
+    def fail(self, key: str) -> float:
+        """Count a failure now; returns its time (for ``forgive``)."""
         now = self.clock()
         times = self._recent(key, now)
         if times is None:
@@ -61,6 +62,15 @@ class FailureLimiter:
         else:
             self._failures.move_to_end(key)
         times.append(now)
+        return now
+
+    def forgive(self, key: str, at: float) -> None:
+        """Take back the one failure counted at ``at`` (an attempt counted in advance that succeeded)."""
+        times = self._failures.get(key)
+        if times is not None and at in times:
+            times.remove(at)
+            if not times:
+                del self._failures[key]
 
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)

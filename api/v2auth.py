@@ -75,13 +75,21 @@ class LoginGuard:
                  if w]
         return max(waits) if waits else None
 
-    def failed(self, username: str, address: str) -> None:
-        self.users.fail(username[:_MAX_KEY])
-        self.addresses.fail(address)
+    def attempt(self, username: str, address: str) -> tuple[float, float]:
+        """Count an attempt as failed *before* checking it, so attempts in flight at once count against the
+        limit too (otherwise 18 concurrent guesses would all pass a limit of 5); returns its two times."""
+        return self.users.fail(username[:_MAX_KEY]), self.addresses.fail(address)
 
-    def succeeded(self, username: str) -> None:
-        """The username's counter starts again; the address's does not (one address, many names)."""
+    def not_tried(self, username: str, address: str, at: tuple[float, float]) -> None:
+        """The attempt was refused before its password was checked (503): it does not count."""
+        self.users.forgive(username[:_MAX_KEY], at[0])
+        self.addresses.forgive(address, at[1])
+
+    def succeeded(self, username: str, address: str, at: tuple[float, float]) -> None:
+        """The username's counter starts again; the address keeps its earlier failures (one address, many
+        names), only this attempt's advance count is taken back."""
         self.users.reset(username[:_MAX_KEY])
+        self.addresses.forgive(address, at[1])
 
     async def run(self, check: Callable[[], T]) -> T:
         """``check()`` in a worker thread, holding a slot until the thread is done (even if the request
@@ -171,11 +179,16 @@ async def login(request: web.Request) -> web.Response:
         stored = deps.passwords(username) or (user.password if user is not None else None)
         return verify_password(password, stored if user is not None else None)
 
-    if not await guard.run(check) or user is None:
-        guard.failed(username, address)
+    at = guard.attempt(username, address)  # no await between the limit check and this count
+    try:
+        ok = await guard.run(check)
+    except V2Error:  # busy: nothing was checked
+        guard.not_tried(username, address, at)
+        raise
+    if not ok or user is None:
         log.info("api login failed api_user=%r peer=%s", username[:64], address)
         raise V2Error(401, INVALID_CREDENTIALS)
-    guard.succeeded(username)
+    guard.succeeded(username, address, at)
     principal = Principal(Role.of(user.usertype), user)
     log.info("api login ok api_user=%r role=%s peer=%s", username[:64], principal.role.value, address)
     return _token_answer(deps, principal)

@@ -255,6 +255,8 @@ async def test_the_scrypt_queue_is_bounded(aiohttp_client: Any, no_secrets_logge
     assert resp.status == 503
     assert await resp.json() == {"error": BUSY}
     assert resp.headers["Retry-After"] == "1"
+    assert "admin" not in guard.users._failures  # refused unchecked: not counted
+    assert len(guard.addresses._failures["127.0.0.1"]) == 1  # only the slow attempt in flight
     release.set()
     assert (await first).status == 401
     await wait_until(lambda: guard.pending == 0, what="the slot released")
@@ -271,3 +273,24 @@ async def test_without_a_token_issuer_login_says_so(aiohttp_client: Any) -> None
     client = await aiohttp_client(create_app(deps))
     status, body, _ = await post(client, LOGIN_PATH, basic("admin", PASSWORDS["admin"]))
     assert (status, body) == (503, {"error": "Token authentication is not configured"})
+
+
+async def test_concurrent_guesses_count_before_they_are_checked(client: Any, world: World,
+                                                                no_secrets_logged: list[str]) -> None:
+    """Ten guesses at once for one name: the limit check and the count happen before any password check,
+    so exactly five are checked and five refused, whatever the interleaving."""
+    answers = await asyncio.gather(*(client.post(LOGIN_PATH, headers=basic("admin", f"guess{i}")) for i in range(10)))
+    assert sorted(r.status for r in answers) == [401] * 5 + [429] * 5
+    guard = world.app[LOGIN_GUARD_KEY]
+    assert guard.pending == 0 and len(guard.users._failures["admin"]) == 5
+    assert len(guard.addresses._failures["127.0.0.1"]) == 5
+
+
+async def test_a_success_takes_back_only_its_own_advance_count(client: Any, world: World,
+                                                               no_secrets_logged: list[str]) -> None:
+    guard = world.app[LOGIN_GUARD_KEY]
+    for i in range(3):
+        assert (await login(client, f"other{i}", "x", no_secrets_logged))[0] == 401
+    assert (await login(client, "admin", PASSWORDS["admin"], no_secrets_logged))[0] == 200
+    assert len(guard.addresses._failures["127.0.0.1"]) == 3  # the earlier failures stay
+    assert "admin" not in guard.users._failures
