@@ -9,22 +9,28 @@ import base64
 import http.client
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.app import create_app
+from api.changes import ChangeHub
+from api.deps import DEPS_KEY
 from api.ratelimit import FailureLimiter
 from api.settings import ApiSettings
 from api.v2auth import LOGIN_GUARD_KEY, LOGIN_PATH, LoginGuard
-from tests.api_support import NOW, PATH, VISIBLE, calls_of, signed, status_error_of
+from tests.api_support import NOW, PATH, ROWS, VISIBLE, calls_of, signed, status_error_of
 from tests.test_api_property import ServerThread
+from tests.test_stream import Sse
 from tests.v2_support import PASSWORDS, World, basic, make_world, no_secrets_logged
 
 __all__ = ["no_secrets_logged"]  # the fixture, used by name below
 
 TOTALS = "/billing/api/active_calls_totals"
+STREAM = "/billing/api/active_calls_stream"
 
 
 async def token_of(client: Any, username: str, seen: list[str]) -> str:
@@ -91,6 +97,22 @@ async def test_mor_switches_apply_to_bearer_reads_not_to_login(aiohttp_client: A
     token = await token_of(get_ok, "res", no_secrets_logged)
     resp = await get_ok.get(PATH, headers={"Authorization": f"Bearer {token}"})
     assert set(calls_of(await resp.read())) == VISIBLE["res"]
+
+
+async def test_the_push_stream_takes_a_bearer(aiohttp_client: Any, no_secrets_logged: list[str]) -> None:
+    hub = ChangeHub()
+    hub.seed(ROWS)
+    deps = replace(make_world().app[DEPS_KEY], changes=hub)
+    client = await aiohttp_client(create_app(deps))
+    token = await token_of(client, "res", no_secrets_logged)
+    resp = await client.get(STREAM, headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    first = await Sse(resp).next()
+    resp.close()
+    assert first.event == "snapshot"
+    assert {r["id"] for r in first.data["active_calls"]} == VISIBLE["res"]
+    resp = await client.get(STREAM, headers={"Authorization": "Bearer forged"})
+    assert resp.status == 401 and status_error_of(await resp.read()) == "Access Denied"
 
 
 # ------------------------------------------------------------------------------------------ property
