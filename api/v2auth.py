@@ -17,7 +17,9 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -30,9 +32,9 @@ from api.passwords import verify_password
 from api.ratelimit import FailureLimiter
 from api.v2errors import V2_PREFIX, V2Error, v2_response
 
-__all__ = ["BUSY", "INVALID_CREDENTIALS", "LOGIN_GUARD_KEY", "LOGIN_PATH", "LoginGuard", "MALFORMED_CREDENTIALS",
-           "MISSING_CREDENTIALS", "NOT_CONFIGURED", "REFRESH_PATH", "TOO_MANY_FAILURES", "add_v2_auth_routes",
-           "parse_basic"]
+__all__ = ["BUSY", "INVALID_CREDENTIALS", "LOGIN_GUARD_KEY", "LOGIN_PATH", "LogBudget", "LoginGuard",
+           "MALFORMED_CREDENTIALS", "MISSING_CREDENTIALS", "NOT_CONFIGURED", "REFRESH_PATH", "TOO_MANY_FAILURES",
+           "add_v2_auth_routes", "parse_basic"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,32 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
 T = TypeVar("T")
 
 
+@dataclass(slots=True)
+class LogBudget:
+    """At most ``limit`` failure lines per ``window`` seconds: a flood of bad logins must not flood the
+    journal. ``take()`` is None for a line to drop, else a suffix (saying how many were dropped before)."""
+
+    limit: int = 20
+    window: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _start: float = -float("inf")
+    _count: int = 0
+    _dropped: int = 0
+
+    def take(self) -> str | None:
+        now = self.clock()
+        suffix = ""
+        if now - self._start >= self.window:
+            if self._dropped:
+                suffix = f" (api login lines suppressed={self._dropped} window={self.window:g}s)"
+            self._start, self._count, self._dropped = now, 0, 0
+        self._count += 1
+        if self._count > self.limit:
+            self._dropped += 1
+            return None
+        return suffix
+
+
 class LoginGuard:
     """Per-application login bounds: failure counters (per username, per address) and the scrypt workers.
 
@@ -69,6 +97,7 @@ class LoginGuard:
         self.max_pending = concurrency + queue
         self.pending = 0  # checks queued or running
         self._slots = asyncio.Semaphore(concurrency)
+        self.log_budget = LogBudget()
 
     def retry_after(self, username: str, address: str) -> int | None:
         waits = [w for w in (self.users.retry_after(username[:_MAX_KEY]), self.addresses.retry_after(address))
@@ -169,8 +198,9 @@ async def login(request: web.Request) -> web.Response:
     address = request.remote or ""
     wait = guard.retry_after(username, address)
     if wait is not None:
-        log.info("api login refused api_user=%r peer=%s reason=rate_limited retry_after=%d", username[:64],
-                 address, wait)
+        if (suffix := guard.log_budget.take()) is not None:
+            log.info("api login refused api_user=%r peer=%s reason=rate_limited retry_after=%d%s", username[:64],
+                     address, wait, suffix)
         raise V2Error(429, TOO_MANY_FAILURES, {"Retry-After": str(wait)})
     user = deps.refs().users_by_username.get(username)
 
@@ -186,7 +216,8 @@ async def login(request: web.Request) -> web.Response:
         guard.not_tried(username, address, at)
         raise
     if not ok or user is None:
-        log.info("api login failed api_user=%r peer=%s", username[:64], address)
+        if (suffix := guard.log_budget.take()) is not None:
+            log.info("api login failed api_user=%r peer=%s%s", username[:64], address, suffix)
         raise V2Error(401, INVALID_CREDENTIALS)
     guard.succeeded(username, address, at)
     principal = Principal(Role.of(user.usertype), user)

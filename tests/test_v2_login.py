@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import threading
 from typing import Any
 
@@ -23,6 +24,7 @@ from api.v2auth import (
     MISSING_CREDENTIALS,
     REFRESH_PATH,
     TOO_MANY_FAILURES,
+    LogBudget,
     LoginGuard,
 )
 from tests.api_support import NOW
@@ -294,3 +296,22 @@ async def test_a_success_takes_back_only_its_own_advance_count(client: Any, worl
     assert (await login(client, "admin", PASSWORDS["admin"], no_secrets_logged))[0] == 200
     assert len(guard.addresses._failures["127.0.0.1"]) == 3  # the earlier failures stay
     assert "admin" not in guard.users._failures
+
+
+def test_failure_lines_are_rate_limited() -> None:
+    now = [0.0]
+    budget = LogBudget(limit=3, window=10.0, clock=lambda: now[0])
+    assert [budget.take() for _ in range(5)] == ["", "", "", None, None]
+    now[0] = 10.0
+    assert budget.take() == " (api login lines suppressed=2 window=10s)"
+    assert budget.take() == ""
+
+
+async def test_a_flood_of_bad_logins_logs_a_bounded_number_of_lines(
+        client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="api.v2auth")
+    for i in range(30):  # 20 per address fail, then 10 refused
+        await client.post(LOGIN_PATH, headers=basic(f"n{i}", "x"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "api.v2auth"]
+    assert len(lines) == 20
+    assert sum("api login failed" in ln for ln in lines) == 20
