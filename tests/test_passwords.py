@@ -175,3 +175,23 @@ def test_every_check_costs_exactly_one_default_scrypt_run(monkeypatch: pytest.Mo
     monkeypatch.setattr(hashlib, "scrypt", counting)
     verify_password(password, stored)
     assert calls == [(2**14, 8, 1)]
+
+
+def test_export_masks_mor_passwords_unless_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from collector.service import dbcli
+
+    db = tmp_path / "c.db"
+    users = [{**u, "password": "mor-plain-pw"} if u["username"] == "alice" else u for u in demo_data()["users"]]
+    import_data(db, {**demo_data(), "users": users})
+    assert dbcli.main(["db", "export", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "mor-plain-pw" not in out
+    alice = next(u for u in json.loads(out)["users"] if u["username"] == "alice")
+    assert alice["password"] == "********"
+    target = tmp_path / "full.json"
+    assert dbcli.main(["db", "export", "--with-secrets", "--out", str(target), "--db", str(db)]) == 0
+    again = tmp_path / "again.db"
+    assert dbcli.main(["db", "import", str(target), "--db", str(again)]) == 0
+    assert {u.username: u.password for u in load_refdata(again).users}["alice"] == "mor-plain-pw"
