@@ -315,3 +315,15 @@ async def test_a_flood_of_bad_logins_logs_a_bounded_number_of_lines(
     lines = [r.getMessage() for r in caplog.records if r.name == "api.v2auth"]
     assert len(lines) == 20
     assert sum("api login failed" in ln for ln in lines) == 20
+
+
+def test_every_v2_message_is_documented() -> None:
+    from pathlib import Path
+
+    from api import tokens, v2auth
+
+    doc = (Path(__file__).parent.parent / "docs" / "api-extensions.md").read_text()
+    for text in (v2auth.INVALID_CREDENTIALS, v2auth.MISSING_CREDENTIALS, v2auth.MALFORMED_CREDENTIALS,
+                 v2auth.TOO_MANY_FAILURES, v2auth.BUSY, v2auth.NOT_CONFIGURED, v2auth.METHOD_NOT_ALLOWED,
+                 tokens.INVALID_TOKEN, tokens.EXPIRED_TOKEN, "Missing bearer token"):
+        assert f'{{"error": "{text}"}}' in doc, text
