@@ -181,3 +181,19 @@ async def test_a_preset_issuer_is_kept(tmp_path: Path) -> None:
         assert daemon.tokens is preset and not (tmp_path / "jwt.key").exists()
     finally:
         await daemon.stop()
+
+
+def test_collector_run_exits_2_on_an_unsafe_key(tmp_path: Path) -> None:
+    db = tmp_path / "collector.db"
+    load_demo(db)
+    key = tmp_path / "jwt.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o604)
+    ini = tmp_path / "c.ini"
+    ini.write_text(f"[api]\nport = 0\n[database]\npath = {db}\n")
+    proc = subprocess.run([sys.executable, "-m", "collector", "run", "-c", str(ini)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"start failed: {key}: group or others may access the token signing key (mode 0604); run: chmod 600 " \
+        f"{key}" in proc.stderr
+    assert key.read_bytes().hex() not in proc.stderr

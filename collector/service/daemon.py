@@ -409,7 +409,7 @@ async def run_daemon(settings: Settings, started: asyncio.Future[Daemon] | None 
             await daemon.stop()
             if started is not None and not started.done():
                 started.set_exception(exc)
-            return 1
+            return 2 if isinstance(exc, ConfigError) else 1  # 2: a restart cannot fix it (the unit's rule)
         if started is not None and not started.done():
             started.set_result(daemon)
         try:

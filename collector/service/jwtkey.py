@@ -15,6 +15,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from collector.service.config import ConfigError
+
 __all__ = ["KEY_BYTES", "KEY_FILE", "KeyFileError", "load_or_create_key"]
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,9 @@ KEY_FILE = "jwt.key"
 KEY_BYTES = 32
 
 
-class KeyFileError(Exception):
-    """The key file cannot be used as it is (one line: the path and what to do)."""
+class KeyFileError(ConfigError):
+    """The key file cannot be used as it is (one line: the path and what to do). A configuration error:
+    ``collector run`` exits 2, which the systemd unit does not restart (a restart cannot fix it)."""
 
 
 def load_or_create_key(path: Path) -> bytes:
