@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.refdata.store import open_db
@@ -55,8 +54,7 @@ class LocalPasswords:
         db = open_db(self.path)  # creates / migrates: the table exists afterwards
         try:
             with db.conn:
-                db.execute("INSERT OR REPLACE INTO local_passwords (username, hash, updated_at) VALUES (?, ?, ?)",
-                           [username, hashed, datetime.now(UTC).isoformat(timespec="seconds")])
+                db.execute("INSERT OR REPLACE INTO local_passwords (username, hash) VALUES (?, ?)", [username, hashed])
         finally:
             db.close()
 

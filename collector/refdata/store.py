@@ -133,8 +133,7 @@ def _m005_passwords(db: Database) -> None:
     the importer (even with ``--replace``) nor the MOR sync ever writes or empties it."""
     if "password" not in db.table("users").columns_dict:
         db.execute("ALTER TABLE users ADD COLUMN password TEXT NOT NULL DEFAULT ''")
-    db.execute("CREATE TABLE IF NOT EXISTS local_passwords (username TEXT PRIMARY KEY, hash TEXT NOT NULL, "
-               "updated_at TEXT NOT NULL DEFAULT '')")
+    db.execute("CREATE TABLE IF NOT EXISTS local_passwords (username TEXT PRIMARY KEY, hash TEXT NOT NULL)")
 
 
 #: Applied in order at every start; version N = the first N applied. Each one is idempotent; a released
