@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,31 @@ def test_collector_run_exits_2_on_an_unsafe_key(tmp_path: Path) -> None:
     assert f"start failed: {key}: group or others may access the token signing key (mode 0604); run: chmod 600 " \
         f"{key}" in proc.stderr
     assert key.read_bytes().hex() not in proc.stderr
+
+
+async def test_the_demo_prints_a_working_v2_login(tmp_path: Path) -> None:
+    import re
+
+    from tests.test_ops import Child, free_port
+
+    port = free_port()
+    demo = await Child.spawn("demo", "demo", "--dir", tmp_path / "demo", "--port", str(port), cwd=tmp_path)
+    try:
+        await demo.wait_line(r"Ctrl-C stops it", timeout=60)
+        found = re.findall(r"^\s*curl -s -X POST -u 'admin:([^']+)' '([^']+)'\s*$", demo.out + demo.err, re.M)
+        assert len(found) == 1, demo.err
+        password, url = found[0]
+        assert url == f"http://127.0.0.1:{port}{LOGIN}"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, headers=basic("admin", password)) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+            assert body["user"]["role"] == "admin"
+            async with http.post(f"http://127.0.0.1:{port}/billing/api/active_calls_get",
+                                 headers={"Authorization": f"Bearer {body['token']}"}) as resp:
+                assert resp.status == 200 and (await resp.read()).startswith(b"<?xml")
+        log_lines = [ln for ln in demo.err.splitlines() if " INFO " in ln or " WARNING " in ln]
+        assert log_lines and not any(password in ln or body["token"] in ln for ln in log_lines)
+    finally:
+        demo.signal(signal.SIGINT)
+        assert await demo.exit_code(timeout=10) == 0
