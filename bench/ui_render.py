@@ -4,7 +4,7 @@ row changes per second (answers, new calls, hang-ups) for ``--seconds``, pushed 
 intervals the page achieved meanwhile (p50 / p95 / max, from a requestAnimationFrame probe), plus the
 page's own paint cost per frame. Target: p95 frame < 50 ms.
 
-    python -m bench.ui_render [--rows 5000] [--rate 200] [--seconds 20]
+    python -m bench.ui_render [--rows 5000] [--rate 200] [--seconds 20] [--query '?wall=1']
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def churn(rows: dict[int, LiveCall], hub: ChangeHub, rate: int, stop: asyn
     return sent
 
 
-async def run(n_rows: int, rate: int, seconds: float, width: int, height: int) -> dict[str, object]:
+async def run(n_rows: int, rate: int, seconds: float, width: int, height: int, query: str = "") -> dict[str, object]:
     world = world_mod.build_world(n_rows)
     rows = {r.id: r for r in world.rows}
     hub = ChangeHub()
@@ -117,7 +117,7 @@ async def run(n_rows: int, rate: int, seconds: float, width: int, height: int) -
             async with chromium(Path(tmp), width=width, height=height) as cdp:
                 await cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                                deviceScaleFactor=1, mobile=False)
-                await cdp.call("Page.navigate", url=f"{base}/ui#u=admin&secret={secret}")
+                await cdp.call("Page.navigate", url=f"{base}/ui{query}#u=admin&secret={secret}")
                 async with asyncio.timeout(120):
                     while not await cdp.eval(f"!!(window.activeCalls && window.activeCalls.st.rows.size >= {n_rows}"
                                              " && window.activeCalls.st.stats.firstRows)"):
@@ -155,9 +155,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1080)
+    ap.add_argument("--query", default="?wall=1",
+                    help="the page's URL flags, e.g. '?wall=1&sort=src&dir=asc' (changes land on screen)")
     args = ap.parse_args()
     print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
-    res = asyncio.run(run(args.rows, args.rate, args.seconds, args.width, args.height))
+    res = asyncio.run(run(args.rows, args.rate, args.seconds, args.width, args.height, args.query))
     for k, v in res.items():
         print(f"{k}: {v}")
     ok = res["frame_p95_ms"] < 50  # type: ignore[operator]
