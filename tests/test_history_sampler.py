@@ -3,7 +3,7 @@ the event sequence, with each series counted by the API's own visibility rule (`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -50,7 +50,7 @@ def call(key: int, server: int, caller: int | None, callee: int | None, answered
 
 def visible_series(rows: Sequence[LiveCall]) -> dict[str, tuple[int, int]]:
     """Every series' (total, answered) by brute force, visibility decided by api.scope."""
-    preds = {"all": lambda r: True}
+    preds: dict[str, Callable[[LiveCall], bool]] = {"all": lambda r: True}
     for sid in (1, 2):
         preds[f"server:{sid}"] = lambda r, sid=sid: r.call.server_id == sid
     for u in USERS:
