@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,11 +49,15 @@ def call(key: int, server: int, caller: int | None, callee: int | None, answered
     return LiveCall(key, cv, info)
 
 
+def on_server(sid: int, row: LiveCall) -> bool:
+    return row.call.server_id == sid
+
+
 def visible_series(rows: Sequence[LiveCall]) -> dict[str, tuple[int, int]]:
     """Every series' (total, answered) by brute force, visibility decided by api.scope."""
     preds: dict[str, Callable[[LiveCall], bool]] = {"all": lambda r: True}
     for sid in (1, 2):
-        preds[f"server:{sid}"] = lambda r, sid=sid: r.call.server_id == sid
+        preds[f"server:{sid}"] = partial(on_server, sid)
     for u in USERS:
         if u.usertype == "reseller":
             pred = Scope(Principal(Role.RESELLER, u), REFS).row_predicate()
