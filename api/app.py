@@ -18,6 +18,7 @@ from api.background import background
 from api.clienterrors import install_client_error_limiter
 from api.deps import DEPS_KEY, FIELDS_KEY, RENDERER_KEY, ApiDeps
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.history import add_history_routes
 from api.responses import error_response
 from api.rows import RowFields
 from api.settings import ApiSettings
@@ -99,6 +100,7 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     for path in TOTALS_PATHS:
         app.router.add_route("*", path, active_calls_totals)
     add_stream_routes(app, stream or StreamSettings())
+    add_history_routes(app)
     add_ui_routes(app)
     app.router.add_routes(list(routes))
     if settings.prerender_interval is not None:

@@ -6,7 +6,7 @@ Separate from ``app`` so handlers can import the keys without importing the app 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -40,6 +40,11 @@ class ApiDeps:
     tokens: TokenIssuer | None = None
     # whether this caller may hang calls up at all (the login answer tells the page to show the buttons)
     may_hang_up: Callable[[Principal], bool] = lambda _principal: False
+    # concurrency history: (series, start, end) → (bucket, total, answered) of the buckets with data and
+    # bucket_of(start) <= bucket < end, oldest first (the store read off the loop, the open bucket included);
+    # None from it: that series is not recorded (per_user off). None here: active_calls_history answers
+    # "History is not enabled".
+    history: Callable[[str, int, int], Awaitable[Sequence[tuple[int, int, int]] | None]] | None = None
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)
