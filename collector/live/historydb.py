@@ -47,13 +47,13 @@ def create_history_table(conn: sqlite3.Connection) -> None:
 class HistoryStore:
     """One SQLite connection, used by one worker thread at a time (and the lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # the activecalls writer shares the file
         create_history_table(self._conn)
         self._cursor = ""  # the prune pass's position: the last series it finished
         self.rows_written = 0
