@@ -65,7 +65,8 @@ class HistorySettings:
     per_user: bool = True
 
 
-_Contribution = tuple[tuple[str, ...], bool]  # a call's series and whether it is answered
+# a call's series, whether it is answered, and the party ids its series were derived from
+_Contribution = tuple[tuple[str, ...], bool, tuple[int | None, ...]]
 
 
 class HistorySampler:
@@ -120,10 +121,20 @@ class HistorySampler:
     # ------------------------------------------------------------------ input
     def on_change(self, kind: str, row: LiveCall) -> None:
         """A ``LiveTable`` listener: ``added`` / ``updated`` / ``removed``."""
+        call = row.call
+        key = call.key
+        if kind == "removed":
+            if key in self._calls:
+                self._roll(self._clock())
+                self._apply(key, None)
+            return
+        answered = call.status is CallStatus.ANSWERED
+        parties = PARTY_IDS(row.info)
+        old = self._calls.get(key)
+        if old is not None and old[1] == answered and old[2] == parties:
+            return  # most updates (legs, phase, names) move no count: the series follow from these ids alone
         self._roll(self._clock())
-        key = row.call.key
-        new = None if kind == "removed" else (self.series_of(row), row.call.status is CallStatus.ANSWERED)
-        self._apply(key, new)
+        self._apply(key, (self.series_of(row), answered, parties))
 
     def seed(self, rows: Iterable[LiveCall]) -> None:
         """The calls already in the table when sampling starts (restored at start-up)."""
@@ -139,7 +150,8 @@ class HistorySampler:
         self._reseller_names.clear()
         self._roll(self._clock())
         for row in rows:
-            self._apply(row.call.key, (self.series_of(row), row.call.status is CallStatus.ANSWERED))
+            self._apply(row.call.key, (self.series_of(row), row.call.status is CallStatus.ANSWERED,
+                                       PARTY_IDS(row.info)))
 
     def tick(self) -> None:
         """The timer: close the open bucket (and fill quiet ones) once the clock has passed its end."""
@@ -149,10 +161,10 @@ class HistorySampler:
         calls = self._calls
         old = calls.get(key)
         if old == new:
-            return  # most updates (legs, enrichment) move no count
+            return
         counts = self._counts
         if old is not None:
-            names, answered = old
+            names, answered, _parties = old
             for s in names:
                 c = counts[s]
                 c[0] -= 1
@@ -164,7 +176,7 @@ class HistorySampler:
             del calls[key]
             return
         calls[key] = new
-        names, answered = new
+        names, answered, _parties = new
         opened = self._open
         for s in names:
             got = counts.get(s)
