@@ -112,7 +112,8 @@ async def test_reload_recounts_when_a_user_becomes_a_reseller(tmp_path: Path) ->
         refs = daemon._refs()
         alice = refs.users_by_username["alice"]
         assert f"reseller:{alice.id}" not in daemon.history.sampler.counts()
-        users = tuple(replace(u, usertype="reseller", api_secret_key="alice-key") if u.id == alice.id else u for u in refs.data.users)
+        users = tuple(replace(u, usertype="reseller", api_secret_key="alice-key") if u.id == alice.id else u
+                      for u in refs.data.users)
         index = RefIndex.build(replace(refs.data, users=users))
         daemon.apply_reference(index, Enricher(index))
         pred = Scope(Principal(Role.RESELLER, index.users[alice.id]), index).row_predicate()
