@@ -70,6 +70,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     assert await recorder.flush() > 0  # B0 and B1 stored; B2 stays open in memory
     assert {b for b, _t, _a in store.query("all", 0, 10**10)} == {B0, B1}
     yield World(recorder, store)
+    recorder.close()
     store.close()
 
 
@@ -216,3 +217,20 @@ async def test_get_follows_allow_get_and_the_second_path_answers(aiohttp_client:
     resp = await client.get("/api/active_calls_history", params=signed("admin", **_period()))
     assert resp.status == 200 and len(json.loads(await resp.read())["points"]) == 3
 
+
+
+async def test_a_long_period_answers_every_point(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Beyond the inline limit the JSON is rendered in a worker thread: the same document, every point."""
+    clock = Clock(NOW + 31 * 86_400)
+    store = HistoryStore(tmp_path / "long.db")
+    start = int(NOW)
+    rows = [("all", start + 15 * i, i % 97, i % 89 if i % 89 <= i % 97 else 0) for i in range(10_000)]
+    store.write(rows)
+    world = World(HistoryRecorder(HistorySampler(clock), store, retention_days=30, clock=clock), store)
+    try:
+        client = await aiohttp_client(_app(world))
+        doc = await _json(client, signed("acc", **_period(start, start + 31 * 86_400)))
+        assert doc["points"] == [{"time": b, "total": t, "answered": a} for _s, b, t, a in rows]
+    finally:
+        world.recorder.close()
+        store.close()

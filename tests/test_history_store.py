@@ -64,6 +64,7 @@ async def test_restart_in_the_middle_of_a_bucket_keeps_the_larger_half(tmp_path:
     for k in (1, 2):
         first.sampler.on_change("removed", row(k))
     assert first.flush_sync() > 0  # stop: the open bucket's first half (3 up, 1 answered)
+    first.close()
     first.store.close()
 
     clock.t = T0 + 9  # same bucket, after the restart: only the restored call, then two answered
@@ -75,6 +76,7 @@ async def test_restart_in_the_middle_of_a_bucket_keeps_the_larger_half(tmp_path:
     await second.flush()
     assert second.store.query("all", T0, T0 + 15) == [(T0, 3, 2)]
     assert second.store.query("server:1", T0, T0 + 15) == [(T0, 3, 2)]
+    second.close()
     second.store.close()
 
 
@@ -112,6 +114,7 @@ async def test_recorder_prunes_by_retention_then_rests(tmp_path: Path) -> None:
     clock.t += PRUNE_EVERY
     await recorder.flush()
     assert store.query("all", T0, T0 + 1) == []
+    recorder.close()
     store.close()
 
 
@@ -132,4 +135,5 @@ async def test_a_failed_write_keeps_the_rows_and_retries(tmp_path: Path) -> None
     locker.close()
     assert await recorder.flush() == 3
     assert store.query("all", 0, 10**10) == [(T0, 1, 0)]
+    recorder.close()
     store.close()

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from collector.live.history import HistorySampler, Point, Row, bucket_of
@@ -55,6 +56,10 @@ class HistoryStore:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # the activecalls writer shares the file
         create_history_table(self._conn)
+        # reads on their own connection: WAL lets them run beside a write, so a month-long query never
+        # holds up the writer (nor the writer a query)
+        self._read = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._read_lock = threading.Lock()
         self._cursor = ""  # the prune pass's position: the last series it finished
         self.rows_written = 0
         self.rows_pruned = 0
@@ -97,10 +102,12 @@ class HistoryStore:
 
     def query(self, series: str, start: int, end: float) -> list[Point]:
         """Stored buckets of one series with ``start <= bucket < end``, oldest first."""
-        with self._lock:
-            return [(int(b), int(t), int(a)) for b, t, a in self._conn.execute(_QUERY, (series, start, end))]
+        with self._read_lock:
+            return [(int(b), int(t), int(a)) for b, t, a in self._read.execute(_QUERY, (series, start, end))]
 
     def close(self) -> None:
+        with self._read_lock:
+            self._read.close()
         with self._lock:
             self._conn.close()
 
@@ -119,6 +126,7 @@ class HistoryRecorder:
         self._pruning = True  # a pass starts with the daemon
         self._next_pass = 0.0
         self.write_failures = 0
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="history-read")
 
     def cutoff(self, now: float) -> int:
         return bucket_of(now) - self.retention
@@ -172,17 +180,26 @@ class HistoryRecorder:
                 failing = True
 
     async def query(self, series: str, start: int, end: float) -> list[Point]:
-        """Stored buckets merged with what memory still holds (unwritten and open buckets)."""
+        """Stored buckets merged with what memory still holds (unwritten and open buckets). Memory is read
+        on the loop (a few buckets); the store is read and merged in the recorder's one reader thread, so
+        a month of points (178,560) costs the loop nothing and queries never crowd the default executor."""
         start = bucket_of(start)
         mem = self.sampler.points(series, start, end)
         for s, b, t, a in self._inflight:
             if s == series and start <= b < end:
                 old = mem.get(b)
                 mem[b] = (t, a) if old is None else (max(old[0], t), max(old[1], a))
-        stored = await asyncio.to_thread(self.store.query, series, start, end)
-        merged = {b: (t, a) for b, t, a in stored}
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_merged, series, start, end, mem)
+
+    def _read_merged(self, series: str, start: int, end: float, mem: dict[int, tuple[int, int]]) -> list[Point]:
+        merged = {b: (t, a) for b, t, a in self.store.query(series, start, end)}
         for b, (t, a) in mem.items():
             old = merged.get(b)
             merged[b] = (t, a) if old is None else (max(old[0], t), max(old[1], a))
         return [(b, t, a) for b, (t, a) in sorted(merged.items())]
+
+    def close(self) -> None:
+        """The reader thread (after the queries in flight); the store is closed by its owner."""
+        self._reader.shutdown(wait=True)
 

@@ -336,6 +336,7 @@ class Daemon:
                 log.info("active_calls_data flushed rows=%d (open bucket included)", n)
             except Exception:
                 log.exception("active_calls_data final write failed")
+            self.history.close()
             self.history.store.close()
         self.notifier.close()
 
