@@ -19,10 +19,9 @@ __all__ = ["PARTY_IDS", "RowPredicate", "Scope"]
 
 RowPredicate = Callable[[LiveCall], bool]
 
-# A row's user ids that can make it visible to a scoped caller (collector.refdata.visibility): a reseller
-# sees the row when his id is any of PARTY_IDS, a user when it is one of OWN_IDS; the change hub routes a
-# change and the history sampler counts a reseller's or a user's series by these same ids.
-_OWN_IDS = OWN_IDS
+# A row's user ids that can make it visible to a scoped caller live in collector.refdata.visibility: a
+# reseller sees the row when his id is any of PARTY_IDS, a user when it is one of OWN_IDS; the change hub
+# routes a change and the history sampler counts a reseller's or a user's series by these same ids.
 
 
 class Scope:
@@ -40,7 +39,7 @@ class Scope:
         me = self._me
         if self.principal.sees_everything:
             return None
-        ids = PARTY_IDS if self.principal.role is Role.RESELLER else _OWN_IDS
+        ids = PARTY_IDS if self.principal.role is Role.RESELLER else OWN_IDS
 
         def sees(row: LiveCall) -> bool:
             return me in ids(row.info)
