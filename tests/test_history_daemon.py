@@ -137,8 +137,8 @@ async def test_daemon_records_buckets_across_boundaries_and_keeps_them_over_a_re
         assert at2["all"] != at1["all"]
         await _move_clock(daemon, clock, B0 + 61)  # B0+45 quiet, filled when the timer rolls to B0+60
         assert daemon.history is not None
-        await wait_until(lambda: daemon.history is not None and daemon.history.sampler.pending_rows == 0,
-                         what="closed buckets written")
+        await wait_until(lambda: daemon.history is not None and daemon.history.unwritten == 0,
+                         what="closed buckets committed")
         stored = _stored(settings.database)
         assert sorted(stored) == [B0, B0 + 15, B0 + 30, B0 + 45]
         assert stored[B0 + 15] == at1 and stored[B0 + 45] == at2  # quiet: exactly the standing counts

@@ -128,6 +128,11 @@ class HistoryRecorder:
         self.write_failures = 0
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="history-read")
 
+    @property
+    def unwritten(self) -> int:
+        """Closed rows not yet committed: pending in the sampler or in the write now running."""
+        return self.sampler.pending_rows + len(self._inflight)
+
     def cutoff(self, now: float) -> int:
         return bucket_of(now) - self.retention
 

@@ -181,7 +181,7 @@ def history_status(recorder: HistoryRecorder | None) -> dict[str, object] | None
     if recorder is None:
         return None
     sampler = recorder.sampler
-    return {"open_bucket": sampler.open_bucket, "pending_rows": sampler.pending_rows,
+    return {"open_bucket": sampler.open_bucket, "pending_rows": recorder.unwritten,
             "rows_written": recorder.store.rows_written, "rows_pruned": recorder.store.rows_pruned,
             "write_failures": recorder.write_failures, "dropped_rows": sampler.dropped_rows,
             "skipped_buckets": sampler.skipped_buckets}
