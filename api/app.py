@@ -19,6 +19,7 @@ from api.clienterrors import install_client_error_limiter
 from api.deps import DEPS_KEY, FIELDS_KEY, JSON_RENDERER_KEY, RENDERER_KEY, ApiDeps
 from api.entities import add_entities_routes
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.history import add_history_routes
 from api.jsonout import JsonRenderer
 from api.responses import error_response
 from api.rows import RowFields
@@ -105,6 +106,7 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
         app.router.add_route("*", path, active_calls_totals)
     add_stream_routes(app, stream or StreamSettings())
     add_entities_routes(app)
+    add_history_routes(app)
     add_ui_routes(app)
     add_v2_auth_routes(app)
     app.router.add_routes(list(routes))

@@ -32,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import __version__
 from collector.ami.framing import ACCELERATED
+from collector.live.historydb import HistoryRecorder
 from collector.service.refsync import refdata_metrics, refdata_status
 
 #: Which AMI decoder runs: "c" (collector/ami/_fast.c, built at install) or "python" (exact, about half
@@ -175,6 +176,17 @@ def _authorized(request: web.Request, token: str | None) -> bool:
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="collector"'}
 
 
+def history_status(recorder: HistoryRecorder | None) -> dict[str, object] | None:
+    """``/status`` ``history``: None when ``[history] enabled = no``; else what the writer has done and owes."""
+    if recorder is None:
+        return None
+    sampler = recorder.sampler
+    return {"open_bucket": sampler.open_bucket, "pending_rows": recorder.unwritten,
+            "rows_written": recorder.store.rows_written, "rows_pruned": recorder.store.rows_pruned,
+            "write_failures": recorder.write_failures, "dropped_rows": sampler.dropped_rows,
+            "skipped_buckets": sampler.skipped_buckets}
+
+
 def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None = None) -> None:
     registry = CollectorRegistry()
     registry.register(_StateCollector(daemon))
@@ -241,6 +253,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
             "servers": servers,
             "refdata": refdata_status(getattr(daemon, "refsync", None), getattr(daemon, "refs", None)),  # #15
             "http": http_status(daemon),
+            "history": history_status(getattr(daemon, "history", None)),
         })
 
     async def metrics(request: web.Request) -> web.Response:
