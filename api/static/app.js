@@ -223,13 +223,23 @@
     Panels.load().then(() => { connect(); startGraph(); saveUrl(); });  // the URL's filters are set by then
   }
 
-  // the history graph follows the server filter (its series are per server); nothing else narrows it
+  // the history graph follows the server filter where the role has per-server series (admin, accountant);
+  // a reseller's or user's one series is their own, and the API refuses s_server for them: ask without
   function startGraph() {
     if (st.graph) st.graph.stop();
     st.graph = null;
     if (!window.ActiveCallsGraph || !st.auth) return;
     const server = Panels.filterParams().get("s_server");
-    st.graph = window.ActiveCallsGraph.startGraph($("graph"), request, { params: () => (server ? { s_server: server } : {}) });
+    let withServer = !!server;
+    const graphRequest = async (path, params) => {
+      if (withServer) {
+        const doc = await request(path, Object.assign({}, params, { s_server: server }));
+        if (!doc.error) return doc;
+        withServer = false;
+      }
+      return request(path, params);
+    };
+    st.graph = window.ActiveCallsGraph.startGraph($("graph"), graphRequest);
   }
 
   function signOut() {
