@@ -13,6 +13,7 @@ from aiohttp import web
 
 from api.auth import Principal
 from api.changes import ChangeHub
+from api.hangup_policy import HangupExecutor, HangupPolicy
 from api.rows import RowFields
 from api.settings import ApiSettings
 from api.tokens import TokenIssuer
@@ -40,6 +41,9 @@ class ApiDeps:
     tokens: TokenIssuer | None = None
     # whether this caller may hang calls up at all (the login answer tells the page to show the buttons)
     may_hang_up: Callable[[Principal], bool] = lambda _principal: False
+    # v2 hang-up: who may end which call (off by default) and what does it (None: DELETE answers 403)
+    hangup_policy: HangupPolicy = field(default_factory=HangupPolicy)
+    hangups: HangupExecutor | None = None
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)

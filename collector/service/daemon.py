@@ -34,6 +34,7 @@ from collector.live.table import LiveTable
 from collector.refdata.index import RefIndex
 from collector.refdata.store import load_refdata, open_db
 from collector.service.config import ConfigError, Settings, load_settings
+from collector.service.hangup import PacedHangups
 from collector.service.logsetup import add_secrets, set_level
 from collector.service.loopguard import AcceptErrorFilter
 from collector.service.ops import add_ops_routes
@@ -70,6 +71,7 @@ class Daemon:
     sessions: list[AmiSession] = field(default_factory=list)
     refs: RefIndex | None = None
     tokens: TokenIssuer | None = None  # v2 Bearer tokens; None → the v2 routes answer 401
+    hangups: PacedHangups | None = None  # the v2 DELETE routes' executor (built at start)
     durable: DurableTable | None = None
     started_at: float = field(default_factory=time.time)
     port: int = 0
@@ -157,6 +159,10 @@ class Daemon:
         if changes:
             self.live.apply(changes)
 
+    def session_for(self, server_id: int) -> AmiSession | None:
+        """The AMI session of a server (hang-ups go there), None when the server is not configured."""
+        return next((x for x in self.sessions if x.server_id == server_id), None)
+
     # ------------------------------------------------------------------ unreachable / unconfigured servers
     def disconnected(self) -> Collection[int]:
         """Server ids whose session is down now (JSON rows say ``stale: true``)."""
@@ -235,9 +241,12 @@ class Daemon:
             # the session is told what the tracker handles and reads: the AMI layer knows nothing of the tracker
             self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
                                             stagger=i / max(1, len(enabled))))
+        policy = s.hangup.policy()
+        self.hangups = PacedHangups(s.hangup, self.live, self.session_for)
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live), disconnected=self.disconnected,
-                       tokens=self.tokens)
+                       tokens=self.tokens, may_hang_up=policy.may_hang_up, hangup_policy=policy,
+                       hangups=self.hangups)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()

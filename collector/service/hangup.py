@@ -1,0 +1,264 @@
+"""Hanging calls up on their Asterisk: AMI ``Hangup``, paced per server, confirmed by the live table.
+
+Why it is built so:
+
+* **Confirmed, not fire-and-forget.** Asterisk's ``Success`` only means a soft hangup was requested. The
+  answer waits until the call has left the live table (a ``removed`` from ``LiveTable.subscribe``, awaited
+  as a future registered *before* the action is sent, since the reply and the Hangup events arrive in the
+  same read), bounded by ``confirm_timeout``: ``hung_up``, else ``not_confirmed``.
+* **Which channel.** The call's caller channel while that leg is up (Asterisk then ends its bridged peer or
+  the legs it dials); once the caller left (e.g. after a transfer), every remaining channel of the call.
+* **"No such channel".** The channel vanished between our look and Asterisk's: if the call then leaves the
+  table within ``confirm_timeout`` it ended by itself — ``gone`` (the client sees 404 ``Active call not
+  found``, as for any call that no longer exists); if it stays, ``ami_error`` (409).
+* **Paced.** Each server has a token bucket (capacity one token, ``rate_per_server`` tokens/s) that every
+  Hangup action takes from, so a bulk DELETE of thousands of calls reaches each Asterisk at most at that
+  rate; servers are worked in parallel. At most ``MAX_BULK`` bulk requests run at once (more: 429), at most
+  ``MAX_PENDING`` single hang-ups wait (more: 429).
+* **A disconnected server** is answered ``server_down`` at once, nothing queued or sent.
+
+Every attempt is one INFO line on logger ``collector.audit`` (who, role, call id, uniqueid, channel, server,
+result, latency_ms) and one count in ``counts`` (``collector_hangups_total{result}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from api.auth import Principal
+from api.hangup_policy import CALL_NOT_FOUND, HangupBusy, HangupOutcome, HangupPolicy, HangupResult
+from collector.ami.session import AmiSession
+from collector.live.table import LiveCall, LiveTable
+from collector.tracking.calls import CallView
+
+__all__ = ["AUDIT_LOGGER", "HangupSettings", "MAX_BULK", "MAX_PENDING", "PacedHangups", "TokenBucket",
+           "hangup_channels"]
+
+AUDIT_LOGGER = "collector.audit"
+audit = logging.getLogger(AUDIT_LOGGER)
+
+MAX_BULK = 2  # bulk DELETEs running at once; a third is answered 429
+MAX_PENDING = 1000  # single hang-ups waiting for a token or a confirmation; past it 429
+SERVER_DOWN = "Server not connected"
+BUSY = "Too many hang-ups in progress, try again later"
+CANCELLED = "cancelled"  # audit/metric label of an attempt whose request went away mid-way
+
+
+@dataclass(frozen=True, slots=True)
+class HangupSettings:
+    """``[hangup]``: off by default (the AMI user would act on calls: an operator's decision)."""
+
+    enabled: bool = False
+    users_may_hang_up: bool = False
+    rate_per_server: float = 20.0  # Hangup actions per second per server
+    confirm_timeout: float = 5.0  # s from the first action to the call seen gone
+
+    def __post_init__(self) -> None:
+        if self.rate_per_server <= 0 or self.confirm_timeout <= 0:
+            raise ValueError("rate_per_server and confirm_timeout must be positive")
+
+    def policy(self) -> HangupPolicy:
+        return HangupPolicy(enabled=self.enabled, users_may_hang_up=self.users_may_hang_up)
+
+
+class TokenBucket:
+    """A token bucket holding at most one token, refilled at ``rate`` per second: ``take`` waits for the
+    next token. Tokens are reserved in call order, so waiters are served first come, first served, without
+    a polling loop (each sleeps exactly until its own slot). A cancelled waiter's slot is simply lost."""
+
+    __slots__ = ("interval", "_next")
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0  # loop time the next token is available
+
+    async def take(self) -> None:
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def hangup_channels(call: CallView) -> list[str]:
+    """The caller channel while the caller leg is up, else every remaining channel of the call."""
+    if not call.legs or any(leg.uniqueid == call.uniqueid for leg in call.legs):
+        return [call.channel]
+    return [leg.channel for leg in call.legs]
+
+
+class PacedHangups:
+    """The daemon's ``api.hangup_policy.HangupExecutor``. ``session_for(server_id)`` finds the AMI session
+    of a server (None when not configured); ``clock`` is the wall clock of ``HangupOutcome.at``."""
+
+    def __init__(self, settings: HangupSettings, live: LiveTable,
+                 session_for: Callable[[int], AmiSession | None], clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._live = live
+        self._session_for = session_for
+        self._clock = clock
+        self._buckets: dict[int, TokenBucket] = {}
+        self._watchers: dict[int, set[asyncio.Future[float]]] = {}  # row id → futures resolved on removal
+        self._bulk = 0
+        self._pending = 0
+        self.counts: dict[str, int] = dict.fromkeys([r.value for r in HangupResult] + [CANCELLED], 0)
+        live.subscribe(self._on_change)
+
+    # ------------------------------------------------------------------ the executor protocol
+    async def hang_up(self, row: LiveCall, principal: Principal) -> HangupOutcome:
+        started = time.monotonic()
+        if self._pending >= MAX_PENDING:
+            return self._done(row, principal, HangupResult.BUSY, BUSY, started, "")
+        self._pending += 1
+        try:
+            return await self._attempt(row, principal, started, paid=False)
+        finally:
+            self._pending -= 1
+
+    async def hang_up_many(self, rows: Sequence[LiveCall], principal: Principal) -> list[HangupOutcome]:
+        """Every row, each server's paced by its bucket, the servers in parallel; outcomes in ``rows`` order."""
+        if self._bulk >= MAX_BULK:
+            raise HangupBusy(BUSY)
+        self._bulk += 1
+        try:
+            started = time.monotonic()
+            by_server: dict[int, list[LiveCall]] = {}
+            for row in rows:
+                by_server.setdefault(row.call.server_id, []).append(row)
+            results = await asyncio.gather(*(self._server_run(sid, group, principal, started)
+                                             for sid, group in by_server.items()))
+            found = {o.call_id: o for outcomes in results for o in outcomes}
+            return [found[row.id] for row in rows]
+        finally:
+            self._bulk -= 1
+
+    async def _server_run(self, server_id: int, rows: list[LiveCall], principal: Principal,
+                          started: float) -> list[HangupOutcome]:
+        """One server's share of a bulk: a token per call before its attempt starts, attempts overlapping
+        while they wait for their confirmation (so at most rate × confirm_timeout of them at a time)."""
+        bucket = self._bucket(server_id)
+        tasks: list[asyncio.Task[HangupOutcome]] = []
+        try:
+            for row in rows:
+                if not self._server_up(server_id):  # answered at once, no token spent
+                    tasks.append(asyncio.ensure_future(self._attempt(row, principal, started, paid=True)))
+                    continue
+                await bucket.take()
+                tasks.append(asyncio.ensure_future(self._attempt(row, principal, started, paid=True)))
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+
+    # ------------------------------------------------------------------ one attempt
+    async def _attempt(self, row: LiveCall, principal: Principal, started: float, *, paid: bool) -> HangupOutcome:
+        call = row.call
+        channels = hangup_channels(call)
+        shown = ",".join(channels)
+        session = self._session_for(call.server_id)
+        if session is None or not session.status.logged_in:
+            return self._done(row, principal, HangupResult.SERVER_DOWN, SERVER_DOWN, started, shown)
+        gone = self._watch(row.id)
+        try:
+            current = self._live.get(call.key)
+            if current is None or current.id != row.id:
+                return self._done(row, principal, HangupResult.GONE, CALL_NOT_FOUND, started, shown)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.confirm_timeout
+            accepted, errors = False, []
+            for i, channel in enumerate(channels):
+                if gone.done():
+                    break
+                if i > 0 or not paid:
+                    await self._bucket(call.server_id).take()
+                try:
+                    reply = await session.hangup(channel, max(0.001, deadline - loop.time()))
+                except ConnectionError:
+                    return self._done(row, principal, HangupResult.SERVER_DOWN, SERVER_DOWN, started, shown)
+                except TimeoutError:
+                    return self._done(row, principal, HangupResult.NOT_CONFIRMED, self._unconfirmed(),
+                                      started, shown)
+                except ValueError as exc:  # a name Asterisk would misread: never sent
+                    errors.append(str(exc))
+                    continue
+                if reply.get("Response") == "Success":
+                    accepted = True
+                else:
+                    errors.append(reply.get("Message", "") or "Error")
+            if not accepted and any(e != "No such channel" for e in errors):
+                return self._done(row, principal, HangupResult.AMI_ERROR, _refused(errors), started, shown)
+            try:
+                at = await asyncio.wait_for(asyncio.shield(gone), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                if accepted:
+                    return self._done(row, principal, HangupResult.NOT_CONFIRMED, self._unconfirmed(),
+                                      started, shown)
+                return self._done(row, principal, HangupResult.AMI_ERROR, _refused(errors), started, shown)
+            if accepted:
+                return self._done(row, principal, HangupResult.HUNG_UP, "", started, shown, at)
+            return self._done(row, principal, HangupResult.GONE, CALL_NOT_FOUND, started, shown)
+        except asyncio.CancelledError:
+            self._audit(row, principal, CANCELLED, started, shown, "")
+            raise
+        finally:
+            self._unwatch(row.id, gone)
+
+    def _unconfirmed(self) -> str:
+        return f"Hang-up not confirmed by Asterisk within {self.settings.confirm_timeout:g}s"
+
+    # ------------------------------------------------------------------ plumbing
+    def _bucket(self, server_id: int) -> TokenBucket:
+        bucket = self._buckets.get(server_id)
+        if bucket is None:
+            bucket = self._buckets[server_id] = TokenBucket(self.settings.rate_per_server)
+        return bucket
+
+    def _server_up(self, server_id: int) -> bool:
+        session = self._session_for(server_id)
+        return session is not None and session.status.logged_in
+
+    def _watch(self, row_id: int) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(row_id, set()).add(fut)
+        return fut
+
+    def _unwatch(self, row_id: int, fut: asyncio.Future[float]) -> None:
+        futs = self._watchers.get(row_id)
+        if futs is not None:
+            futs.discard(fut)
+            if not futs:
+                del self._watchers[row_id]
+
+    def _on_change(self, kind: str, row: LiveCall) -> None:
+        """LiveTable listener: O(1) unless someone waits for this very row."""
+        if kind != "removed" or not self._watchers:
+            return
+        futs = self._watchers.pop(row.id, None)
+        if futs:
+            now = self._clock()
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(now)
+
+    def _done(self, row: LiveCall, principal: Principal, result: HangupResult, error: str, started: float,
+              channels: str, at: float | None = None) -> HangupOutcome:
+        self._audit(row, principal, result.value, started, channels, error)
+        return HangupOutcome(row.id, result, error, self._clock() if at is None else at)
+
+    def _audit(self, row: LiveCall, principal: Principal, result: str, started: float, channels: str,
+               error: str) -> None:
+        self.counts[result] = self.counts.get(result, 0) + 1
+        session = self._session_for(row.call.server_id)
+        audit.info("hangup user=%r role=%s call_id=%d uniqueid=%s channel=%s server=%s server_id=%d result=%s "
+                   "latency_ms=%.1f%s", principal.user.username, principal.role.value, row.id, row.call.uniqueid,
+                   channels, session.name if session is not None else "-", row.call.server_id, result,
+                   (time.monotonic() - started) * 1000.0, f" error={error!r}" if error else "")
+
+
+def _refused(errors: list[str]) -> str:
+    return f"Asterisk refused the hang-up: {errors[0] if errors else 'Error'}"
