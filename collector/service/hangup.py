@@ -45,6 +45,7 @@ MAX_BULK = 2  # bulk DELETEs running at once; a third is answered 429
 MAX_PENDING = 1000  # single hang-ups waiting for a token or a confirmation; past it 429
 SERVER_DOWN = "Server not connected"
 BUSY = "Too many hang-ups in progress, try again later"
+NO_SUCH_CHANNEL = "No such channel"  # Asterisk's Error text for a channel that is not (or no longer) there
 CANCELLED = "cancelled"  # audit/metric label of an attempt whose request went away mid-way
 
 
@@ -91,6 +92,15 @@ def hangup_channels(call: CallView) -> list[str]:
     return [leg.channel for leg in call.legs]
 
 
+@dataclass(eq=False, slots=True)
+class _Watch:
+    """One attempt's view of its call: the latest row, resolved with the wall time once it is removed."""
+
+    row: LiveCall
+    gone: asyncio.Future[float]
+    changed: asyncio.Event
+
+
 class PacedHangups:
     """The daemon's ``api.hangup_policy.HangupExecutor``. ``session_for(server_id)`` finds the AMI session
     of a server (None when not configured); ``clock`` is the wall clock of ``HangupOutcome.at``."""
@@ -102,7 +112,7 @@ class PacedHangups:
         self._session_for = session_for
         self._clock = clock
         self._buckets: dict[int, TokenBucket] = {}
-        self._watchers: dict[int, set[asyncio.Future[float]]] = {}  # row id → futures resolved on removal
+        self._watchers: dict[int, set[_Watch]] = {}  # row id → attempts waiting for it to change or go
         self._bulk = 0
         self._pending = 0
         self.counts: dict[str, int] = dict.fromkeys([r.value for r in HangupResult] + [CANCELLED], 0)
@@ -158,31 +168,48 @@ class PacedHangups:
     # ------------------------------------------------------------------ one attempt
     async def _attempt(self, row: LiveCall, principal: Principal, started: float, *, paid: bool) -> HangupOutcome:
         call = row.call
-        channels = hangup_channels(call)
-        shown = ",".join(channels)
+        shown = ",".join(hangup_channels(call))
         session = self._session_for(call.server_id)
         if session is None or not session.status.logged_in:
             return self._done(row, principal, HangupResult.SERVER_DOWN, SERVER_DOWN, started, shown)
-        gone = self._watch(row.id)
+        watch = self._watch(row)
         try:
             current = self._live.get(call.key)
             if current is None or current.id != row.id:
                 return self._done(row, principal, HangupResult.GONE, CALL_NOT_FOUND, started, shown)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.settings.confirm_timeout
-            accepted, errors = False, []
+            result, error, at = await self._hang_up_confirmed(session, watch, paid)
+            return self._done(row, principal, result, error, started, shown, at)
+        except asyncio.CancelledError:
+            self._audit(row, principal, CANCELLED, started, shown, "")
+            raise
+        finally:
+            self._unwatch(watch)
+
+    async def _hang_up_confirmed(self, session: AmiSession, watch: _Watch,
+                                 paid: bool) -> tuple[HangupResult, str, float | None]:
+        """Hangup the call's channels, then wait (bounded) until it left the table. If it is still there
+        once its caller leg is gone (a leg Asterisk did not end with it, e.g. the far side of a Local
+        channel), its remaining channels are hung up too, once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.confirm_timeout
+        server_id = watch.row.call.server_id
+        followed_up = False
+        accepted, errors = False, []
+        channels = hangup_channels(watch.row.call)
+        sent: set[str] = set()
+        while True:
             for i, channel in enumerate(channels):
-                if gone.done():
+                if watch.gone.done():
                     break
-                if i > 0 or not paid:
-                    await self._bucket(call.server_id).take()
+                if i > 0 or not paid or followed_up:
+                    await self._bucket(server_id).take()
+                sent.add(channel)
                 try:
                     reply = await session.hangup(channel, max(0.001, deadline - loop.time()))
                 except ConnectionError:
-                    return self._done(row, principal, HangupResult.SERVER_DOWN, SERVER_DOWN, started, shown)
+                    return HangupResult.SERVER_DOWN, SERVER_DOWN, None
                 except TimeoutError:
-                    return self._done(row, principal, HangupResult.NOT_CONFIRMED, self._unconfirmed(),
-                                      started, shown)
+                    return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
                 except ValueError as exc:  # a name Asterisk would misread: never sent
                     errors.append(str(exc))
                     continue
@@ -190,23 +217,26 @@ class PacedHangups:
                     accepted = True
                 else:
                     errors.append(reply.get("Message", "") or "Error")
-            if not accepted and any(e != "No such channel" for e in errors):
-                return self._done(row, principal, HangupResult.AMI_ERROR, _refused(errors), started, shown)
-            try:
-                at = await asyncio.wait_for(asyncio.shield(gone), max(0.0, deadline - loop.time()))
-            except TimeoutError:
+            if not accepted and any(e != NO_SUCH_CHANNEL for e in errors):
+                return HangupResult.AMI_ERROR, _refused(errors), None
+            while not watch.gone.done():
+                call = watch.row.call
+                if not followed_up and accepted and all(leg.uniqueid != call.uniqueid for leg in call.legs):
+                    channels = [leg.channel for leg in call.legs if leg.channel not in sent]
+                    if channels:
+                        break  # the caller leg is gone but the call is not: end what is left, once
+                watch.changed.clear()
+                try:
+                    await asyncio.wait_for(watch.changed.wait(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    if accepted:
+                        return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
+                    return HangupResult.AMI_ERROR, _refused(errors), None
+            else:
                 if accepted:
-                    return self._done(row, principal, HangupResult.NOT_CONFIRMED, self._unconfirmed(),
-                                      started, shown)
-                return self._done(row, principal, HangupResult.AMI_ERROR, _refused(errors), started, shown)
-            if accepted:
-                return self._done(row, principal, HangupResult.HUNG_UP, "", started, shown, at)
-            return self._done(row, principal, HangupResult.GONE, CALL_NOT_FOUND, started, shown)
-        except asyncio.CancelledError:
-            self._audit(row, principal, CANCELLED, started, shown, "")
-            raise
-        finally:
-            self._unwatch(row.id, gone)
+                    return HangupResult.HUNG_UP, "", watch.gone.result()
+                return HangupResult.GONE, CALL_NOT_FOUND, None
+            followed_up = True
 
     def _unconfirmed(self) -> str:
         return f"Hang-up not confirmed by Asterisk within {self.settings.confirm_timeout:g}s"
@@ -222,28 +252,31 @@ class PacedHangups:
         session = self._session_for(server_id)
         return session is not None and session.status.logged_in
 
-    def _watch(self, row_id: int) -> asyncio.Future[float]:
-        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._watchers.setdefault(row_id, set()).add(fut)
-        return fut
+    def _watch(self, row: LiveCall) -> _Watch:
+        watch = _Watch(row, asyncio.get_running_loop().create_future(), asyncio.Event())
+        self._watchers.setdefault(row.id, set()).add(watch)
+        return watch
 
-    def _unwatch(self, row_id: int, fut: asyncio.Future[float]) -> None:
-        futs = self._watchers.get(row_id)
-        if futs is not None:
-            futs.discard(fut)
-            if not futs:
-                del self._watchers[row_id]
+    def _unwatch(self, watch: _Watch) -> None:
+        watches = self._watchers.get(watch.row.id)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watchers[watch.row.id]
 
     def _on_change(self, kind: str, row: LiveCall) -> None:
         """LiveTable listener: O(1) unless someone waits for this very row."""
-        if kind != "removed" or not self._watchers:
+        if not self._watchers:
             return
-        futs = self._watchers.pop(row.id, None)
-        if futs:
-            now = self._clock()
-            for fut in futs:
-                if not fut.done():
-                    fut.set_result(now)
+        watches = self._watchers.get(row.id)
+        if not watches:
+            return
+        now = self._clock()
+        for watch in watches:
+            watch.row = row
+            if kind == "removed" and not watch.gone.done():
+                watch.gone.set_result(now)
+            watch.changed.set()
 
     def _done(self, row: LiveCall, principal: Principal, result: HangupResult, error: str, started: float,
               channels: str, at: float | None = None) -> HangupOutcome:
