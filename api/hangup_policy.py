@@ -85,12 +85,15 @@ class HangupResult(str, Enum):
     SERVER_DOWN = "server_down"  # the call's server is not connected: 503, no action sent
     GONE = "gone"  # the call ended by itself before our Hangup reached it ("No such channel"): 404
     BUSY = "busy"  # too many hang-ups in flight: 429, nothing sent
+    FORBIDDEN = "forbidden"  # feature off or role not allowed: 403 (refused before any call is looked at)
+    NOT_FOUND = "not_found"  # no such call, or not one the caller may see or hang up: 404
 
 
 #: HTTP status per result, for the single DELETE.
 HTTP_STATUS: dict[HangupResult, int] = {
     HangupResult.HUNG_UP: 200, HangupResult.NOT_CONFIRMED: 504, HangupResult.AMI_ERROR: 409,
     HangupResult.SERVER_DOWN: 503, HangupResult.GONE: 404, HangupResult.BUSY: 429,
+    HangupResult.FORBIDDEN: 403, HangupResult.NOT_FOUND: 404,
 }
 
 
@@ -112,3 +115,6 @@ class HangupExecutor(Protocol):
     async def hang_up(self, row: LiveCall, principal: Principal) -> HangupOutcome: ...
 
     async def hang_up_many(self, rows: Sequence[LiveCall], principal: Principal) -> list[HangupOutcome]: ...
+
+    def refused(self, principal: Principal, call_id: int | None, result: HangupResult, reason: str) -> None:
+        """Record (audit line, count) a request refused before any action: ``forbidden`` / ``not_found``."""

@@ -48,11 +48,20 @@ def _allowed(request: web.Request) -> tuple[ApiDeps, Principal, HangupExecutor]:
     principal = bearer_principal(request)
     deps = request.app[DEPS_KEY]
     why = deps.hangup_policy.refusal(principal)
+    if why is None and deps.hangups is None:  # enabled in the policy but nothing wired (no AMI)
+        why = FEATURE_DISABLED
     if why is not None:
+        if deps.hangups is not None:
+            deps.hangups.refused(principal, _call_id(request), HangupResult.FORBIDDEN, why)
         raise V2Error(403, why)
-    if deps.hangups is None:  # enabled in the policy but no executor wired (an embedding without AMI)
-        raise V2Error(403, FEATURE_DISABLED)
+    assert deps.hangups is not None
     return deps, principal, deps.hangups
+
+
+def _call_id(request: web.Request) -> int | None:
+    """The id of a single DELETE (None for the bulk form or an id that is no number)."""
+    raw = request.match_info.get("id")
+    return None if raw is None else parse_id(raw)
 
 
 def _candidates(deps: ApiDeps, principal: Principal, scope: Scope) -> list[RowPredicate]:
@@ -73,12 +82,15 @@ def _candidates(deps: ApiDeps, principal: Principal, scope: Scope) -> list[RowPr
 
 async def delete_active_call(request: web.Request) -> web.Response:
     deps, principal, executor = _allowed(request)
-    call_id = parse_id(request.match_info["id"])
-    if call_id is None:
-        raise V2Error(404, CALL_NOT_FOUND)
-    preds = _candidates(deps, principal, Scope(principal, deps.refs()))
-    row = next((r for r in deps.rows() if r.id == call_id), None)
-    if row is None or not all(p(row) for p in preds):
+    call_id = _call_id(request)
+    row = None
+    if call_id is not None:
+        preds = _candidates(deps, principal, Scope(principal, deps.refs()))
+        row = next((r for r in deps.rows() if r.id == call_id), None)
+        if row is not None and not all(p(row) for p in preds):
+            row = None  # not his to see or to end: answered exactly like a call that does not exist
+    if row is None:
+        executor.refused(principal, call_id, HangupResult.NOT_FOUND, CALL_NOT_FOUND)
         raise V2Error(404, CALL_NOT_FOUND)
     outcome = await executor.hang_up(row, principal)
     if outcome.result is not HangupResult.HUNG_UP:

@@ -165,6 +165,12 @@ class PacedHangups:
                 task.cancel()
             raise
 
+    def refused(self, principal: Principal, call_id: int | None, result: HangupResult, reason: str) -> None:
+        self.counts[result.value] = self.counts.get(result.value, 0) + 1
+        audit.info("hangup user=%r role=%s call_id=%s uniqueid=- channel=- server=- server_id=- result=%s "
+                   "latency_ms=0.0 error=%r", principal.user.username, principal.role.value,
+                   "*" if call_id is None else call_id, result.value, reason)
+
     # ------------------------------------------------------------------ one attempt
     async def _attempt(self, row: LiveCall, principal: Principal, started: float, *, paid: bool) -> HangupOutcome:
         call = row.call
