@@ -41,8 +41,9 @@ class ApiDeps:
     tokens: TokenIssuer | None = None
     # whether this caller may hang calls up at all (the login answer tells the page to show the buttons)
     may_hang_up: Callable[[Principal], bool] = lambda _principal: False
-    # v2 hang-up: who may end which call (off by default) and what does it (None: DELETE answers 403)
-    hangup_policy: HangupPolicy = field(default_factory=HangupPolicy)
+    # v2 hang-up: who may end which call now (off by default; a reload may change it) and what does it
+    # (None: DELETE answers 403)
+    hangup_policy: Callable[[], HangupPolicy] = HangupPolicy
     hangups: HangupExecutor | None = None
 
 

@@ -22,7 +22,15 @@ from api.bearer import bearer_principal
 from api.deps import DEPS_KEY, FIELDS_KEY, ApiDeps
 from api.errors import MorError
 from api.filters import build_filters, parse_id
-from api.hangup_policy import CALL_NOT_FOUND, FEATURE_DISABLED, HTTP_STATUS, HangupBusy, HangupExecutor, HangupResult
+from api.hangup_policy import (
+    CALL_NOT_FOUND,
+    FEATURE_DISABLED,
+    HTTP_STATUS,
+    HangupBusy,
+    HangupExecutor,
+    HangupPolicy,
+    HangupResult,
+)
 from api.params import build_query, pick, query_pairs
 from api.scope import RowPredicate, Scope
 from api.selection import select_rows
@@ -39,15 +47,21 @@ _TRUE, _FALSE = frozenset(("1", "true", "yes")), frozenset(("0", "false", "no"))
 
 
 def add_v2calls_routes(app: web.Application) -> None:
-    app.router.add_route("DELETE", CALLS_PATH + "/{id}", delete_active_call)
-    app.router.add_route("DELETE", CALLS_PATH, delete_active_calls)
+    for path, handler in ((CALLS_PATH + "/{id}", delete_active_call), (CALLS_PATH, delete_active_calls)):
+        app.router.add_route("DELETE", path, handler)
+        app.router.add_route("*", path, _method_not_allowed)  # any other method: a JSON 405, not aiohttp's text
 
 
-def _allowed(request: web.Request) -> tuple[ApiDeps, Principal, HangupExecutor]:
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    raise V2Error(405, "Method Not Allowed", {"Allow": "DELETE"})
+
+
+def _allowed(request: web.Request) -> tuple[ApiDeps, HangupPolicy, Principal, HangupExecutor]:
     """The caller and the executor, or the 401/403 that comes before any call is looked at."""
     principal = bearer_principal(request)
     deps = request.app[DEPS_KEY]
-    why = deps.hangup_policy.refusal(principal)
+    policy = deps.hangup_policy()
+    why = policy.refusal(principal)
     if why is None and deps.hangups is None:  # enabled in the policy but nothing wired (no AMI)
         why = FEATURE_DISABLED
     if why is not None:
@@ -55,7 +69,7 @@ def _allowed(request: web.Request) -> tuple[ApiDeps, Principal, HangupExecutor]:
             deps.hangups.refused(principal, _call_id(request), HangupResult.FORBIDDEN, why)
         raise V2Error(403, why)
     assert deps.hangups is not None
-    return deps, principal, deps.hangups
+    return deps, policy, principal, deps.hangups
 
 
 def _call_id(request: web.Request) -> int | None:
@@ -64,7 +78,7 @@ def _call_id(request: web.Request) -> int | None:
     return None if raw is None else parse_id(raw)
 
 
-def _candidates(deps: ApiDeps, principal: Principal, scope: Scope) -> list[RowPredicate]:
+def _candidates(deps: ApiDeps, policy: HangupPolicy, principal: Principal, scope: Scope) -> list[RowPredicate]:
     """Visibility (as active_calls_get), the stale-row guard, then the hang-up rule."""
     preds: list[RowPredicate] = []
     visible = scope.row_predicate()
@@ -74,18 +88,18 @@ def _candidates(deps: ApiDeps, principal: Principal, scope: Scope) -> list[RowPr
     if hide is not None:
         cutoff = deps.clock() - hide * 3600.0
         preds.append(lambda row: row.call.start_time >= cutoff)
-    rule = deps.hangup_policy.call_predicate(principal, scope.refs)
+    rule = policy.call_predicate(principal, scope.refs)
     if rule is not None:
         preds.append(rule)
     return preds
 
 
 async def delete_active_call(request: web.Request) -> web.Response:
-    deps, principal, executor = _allowed(request)
+    deps, policy, principal, executor = _allowed(request)
     call_id = _call_id(request)
     row = None
     if call_id is not None:
-        preds = _candidates(deps, principal, Scope(principal, deps.refs()))
+        preds = _candidates(deps, policy, principal, Scope(principal, deps.refs()))
         row = next((r for r in deps.rows() if r.id == call_id), None)
         if row is not None and not all(p(row) for p in preds):
             row = None  # not his to see or to end: answered exactly like a call that does not exist
@@ -111,7 +125,7 @@ def _dry_run(value: str | None) -> bool:
 
 
 async def delete_active_calls(request: web.Request) -> web.Response:
-    deps, principal, executor = _allowed(request)
+    deps, policy, principal, executor = _allowed(request)
     settings = deps.settings
     pairs = query_pairs(request, settings.max_params)
     dry_run = _dry_run(pick(pairs, ("dry_run",), max_param_len=settings.max_param_len).get("dry_run"))
@@ -121,7 +135,7 @@ async def delete_active_calls(request: web.Request) -> web.Response:
         filters = build_filters(query, scope)
     except MorError as err:
         raise V2Error(400, err.text) from None
-    rows: Sequence[LiveCall] = sorted(select_rows(deps.rows(), _candidates(deps, principal, scope) + filters),
+    rows: Sequence[LiveCall] = sorted(select_rows(deps.rows(), _candidates(deps, policy, principal, scope) + filters),
                                       key=lambda r: r.id)
     if dry_run:
         return v2_response({"status": "dry_run", "would_hang_up": [r.id for r in rows]})

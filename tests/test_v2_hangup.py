@@ -20,6 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from api.auth import Principal, Role
+from api.deps import DEPS_KEY
 from api.tokens import TokenIssuer
 from collector.live.table import LiveCall
 from collector.service.daemon import Daemon
@@ -285,3 +287,82 @@ async def test_metrics_count_hangups_by_result(tmp_path: Path, replay_server: Re
             assert 'collector_hangups_total{result="not_found"} 1.0' in text
             assert 'collector_hangups_total{result="ami_error"} 0.0' in text
 
+
+
+async def test_no_confirmation_is_504_and_the_call_stays(tmp_path: Path, replay_server: ReplayFactory,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asterisk says Success but the call never leaves the table (or Asterisk never answers): 504 once
+    ``confirm_timeout`` has passed, the call still listed."""
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay], confirm_timeout=0.3) as daemon:
+            session = daemon.sessions[0]
+            first, second = calls_where(daemon, caller_is(3))[:2]
+
+            async def success_only(channel: str, timeout: float) -> dict[str, str]:
+                return {"Response": "Success", "Message": "Channel Hungup"}
+
+            monkeypatch.setattr(session, "hangup", success_only)
+            expected = (504, {"error": "Hang-up not confirmed by Asterisk within 0.3s"})
+            assert await delete(daemon, f"{CALLS}/{first.id}", token(daemon, "admin")) == expected
+            assert row_by_id(daemon, first.id) is not None
+
+            async def silent(channel: str, timeout: float) -> dict[str, str]:
+                await asyncio.Event().wait()  # no answer ever: the session's bound is what ends it
+                raise AssertionError("unreachable")
+
+            async def bounded(channel: str, timeout: float) -> dict[str, str]:
+                return await asyncio.wait_for(silent(channel, timeout), timeout)
+
+            monkeypatch.setattr(session, "hangup", bounded)
+            assert await delete(daemon, f"{CALLS}/{second.id}", token(daemon, "admin")) == expected
+            assert row_by_id(daemon, second.id) is not None
+            assert daemon.hangups is not None and daemon.hangups.counts["not_confirmed"] == 2
+
+
+async def test_other_methods_get_a_json_405(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay]) as daemon, aiohttp.ClientSession() as http:
+            row = calls_where(daemon, caller_is(3))[0]
+            for method in ("GET", "POST", "PUT"):
+                for path in (f"{CALLS}/{row.id}", CALLS):
+                    async with http.request(method, f"http://127.0.0.1:{daemon.port}{path}",
+                                            headers={"Authorization": f"Bearer {token(daemon, 'admin')}"}) as resp:
+                        assert (resp.status, resp.headers["Allow"], await resp.json()) == (
+                            405, "DELETE", {"error": "Method Not Allowed"})
+            assert row_by_id(daemon, row.id) is not None and len(replay.hangup_log) == 0
+
+
+async def test_may_hang_up_follows_the_policy_and_a_reload(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    """``ApiDeps.may_hang_up`` (what the login answer tells the page) is the policy in force; SIGHUP's
+    reload switches hang-up off (or on) for the next request, calls and connections untouched."""
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay], users_may_hang_up=True) as daemon:
+            ini = tmp_path / "c.ini"
+            ini.write_text(f"[api]\nport = 0\n[database]\npath = {daemon.settings.database}\n"
+                           f"[server:pbx1]\nhost = 127.0.0.1\nport = {replay.port}\nusername = collector\n"
+                           "secret = s3cret\nserver_id = 1\n[hangup]\nenabled = no\n")
+            daemon.settings = dataclasses.replace(daemon.settings, path=ini)
+            assert daemon._runner is not None
+            deps = daemon._runner.app[DEPS_KEY]
+            refs = daemon._refs()
+
+            def allowed() -> list[bool]:
+                return [deps.may_hang_up(Principal(Role.of(refs.users_by_username[u].usertype),
+                                                   refs.users_by_username[u]))
+                        for u in ("admin", "reseller", "alice", "accountant")]
+
+            assert allowed() == [True, True, True, False]
+            row = calls_where(daemon, caller_is(3))[0]
+            daemon.reload()
+            assert daemon._reload_task is not None
+            await daemon._reload_task
+            assert allowed() == [False, False, False, False]
+            await assert_refused(daemon, replay, f"{CALLS}/{row.id}", token(daemon, "admin"), DISABLED)
+            ini.write_text(ini.read_text().replace("enabled = no", "enabled = yes"))
+            daemon.reload()
+            await daemon._reload_task
+            assert allowed() == [True, True, False, False]  # users_may_hang_up back at its default, no
+            await assert_hung_up(daemon, replay, row, token(daemon, "admin"))

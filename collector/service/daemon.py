@@ -124,6 +124,11 @@ class Daemon:
                     set_level(new.collector.log_level)
                     self.log_level = new.collector.log_level
                     log.info("reload log_level=%s", new.collector.log_level)
+                if self.hangups is not None and new.hangup != self.hangups.settings:
+                    self.hangups.reconfigure(new.hangup)  # e.g. hang-up switched off at once
+                    log.info("reload hangup enabled=%s users_may_hang_up=%s rate_per_server=%g confirm_timeout=%g",
+                             new.hangup.enabled, new.hangup.users_may_hang_up, new.hangup.rate_per_server,
+                             new.hangup.confirm_timeout)
                 if self.refsync is not None and new.refdata.mysql:
                     self.refsync.settings = new.refdata
                     add_secrets([str(new.refdata.mysql_password)])
@@ -241,12 +246,11 @@ class Daemon:
             # the session is told what the tracker handles and reads: the AMI layer knows nothing of the tracker
             self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
                                             stagger=i / max(1, len(enabled))))
-        policy = s.hangup.policy()
         self.hangups = PacedHangups(s.hangup, self.live, self.session_for)
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live), disconnected=self.disconnected,
-                       tokens=self.tokens, may_hang_up=policy.may_hang_up, hangup_policy=policy,
-                       hangups=self.hangups)
+                       tokens=self.tokens, may_hang_up=self.hangups.may_hang_up,
+                       hangup_policy=self.hangups.current_policy, hangups=self.hangups)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()

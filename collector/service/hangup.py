@@ -108,6 +108,7 @@ class PacedHangups:
     def __init__(self, settings: HangupSettings, live: LiveTable,
                  session_for: Callable[[int], AmiSession | None], clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.policy = settings.policy()
         self._live = live
         self._session_for = session_for
         self._clock = clock
@@ -117,6 +118,21 @@ class PacedHangups:
         self._pending = 0
         self.counts: dict[str, int] = dict.fromkeys([r.value for r in HangupResult] + [CANCELLED], 0)
         live.subscribe(self._on_change)
+
+    def current_policy(self) -> HangupPolicy:
+        """``ApiDeps.hangup_policy``: the policy in force (a reload may have changed it)."""
+        return self.policy
+
+    def may_hang_up(self, principal: Principal) -> bool:
+        """``ApiDeps.may_hang_up``."""
+        return self.policy.may_hang_up(principal)
+
+    def reconfigure(self, settings: HangupSettings) -> None:
+        """SIGHUP: new switches apply to the next request; a new rate to the next token taken."""
+        if settings.rate_per_server != self.settings.rate_per_server:
+            self._buckets.clear()
+        self.settings = settings
+        self.policy = settings.policy()
 
     # ------------------------------------------------------------------ the executor protocol
     async def hang_up(self, row: LiveCall, principal: Principal) -> HangupOutcome:
