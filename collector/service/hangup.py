@@ -12,9 +12,9 @@ Why it is built so:
   table within ``confirm_timeout`` it ended by itself — ``gone`` (the client sees 404 ``Active call not
   found``, as for any call that no longer exists); if it stays, ``ami_error`` (409).
 * **Paced.** Each server has a token bucket (capacity one token, ``rate_per_server`` tokens/s) that every
-  Hangup action takes from, so a bulk DELETE of thousands of calls reaches each Asterisk at most at that
-  rate; servers are worked in parallel. At most ``MAX_BULK`` bulk requests run at once (more: 429), at most
-  ``MAX_PENDING`` single hang-ups wait (more: 429).
+  Hangup action takes from right before it is written, so a bulk DELETE of thousands of calls reaches each
+  Asterisk at most at that rate; servers are worked in parallel. At most ``MAX_BULK`` bulk requests run
+  at once (more: 429), at most ``MAX_PENDING`` single hang-ups wait (more: 429).
 * **A disconnected server** is answered ``server_down`` at once, nothing queued or sent.
 
 Every attempt is one INFO line on logger ``collector.audit`` (who, role, call id, uniqueid, channel, server,
@@ -67,22 +67,33 @@ class HangupSettings:
 
 
 class TokenBucket:
-    """A token bucket holding at most one token, refilled at ``rate`` per second: ``take`` waits for the
-    next token. Tokens are reserved in call order, so waiters are served first come, first served, without
-    a polling loop (each sleeps exactly until its own slot). A cancelled waiter's slot is simply lost."""
+    """A server's token bucket: at most one token, refilled at ``rate`` per second, and at most one action
+    out at a time. ``acquire`` waits for the turn (a FIFO lock: first come, first served) and then for the
+    token (sleeping exactly until it is due: no polling); the holder writes its action and calls
+    ``release`` once Asterisk answered it. The next token is due ``1/rate`` after that release, so two
+    actions are never written closer than ``1/rate`` apart, whatever the loop's stalls, and a slow Asterisk
+    slows the hang-ups down instead of piling them up."""
 
-    __slots__ = ("interval", "_next")
+    __slots__ = ("interval", "_next", "_lock")
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
-        self._next = 0.0  # loop time the next token is available
+        self._next = 0.0  # loop time the next token is due
+        self._lock = asyncio.Lock()
 
-    async def take(self) -> None:
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+    async def acquire(self) -> None:
+        await self._lock.acquire()
+        try:
+            delay = self._next - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        self._next = asyncio.get_running_loop().time() + self.interval
+        self._lock.release()
 
 
 def hangup_channels(call: CallView) -> list[str]:
@@ -141,7 +152,7 @@ class PacedHangups:
             return self._done(row, principal, HangupResult.BUSY, BUSY, started, "")
         self._pending += 1
         try:
-            return await self._attempt(row, principal, started, paid=False)
+            return await self._attempt(row, principal, started)
         finally:
             self._pending -= 1
 
@@ -164,17 +175,18 @@ class PacedHangups:
 
     async def _server_run(self, server_id: int, rows: list[LiveCall], principal: Principal,
                           started: float) -> list[HangupOutcome]:
-        """One server's share of a bulk: a token per call before its attempt starts, attempts overlapping
-        while they wait for their confirmation (so at most rate × confirm_timeout of them at a time)."""
+        """One server's share of a bulk, in order: the turn at the server's bucket first, then the attempt
+        that uses it (and releases it once Asterisk answered), so its confirmation wait overlaps the next
+        calls' actions; at most rate × confirm_timeout attempts are under way, however many calls."""
         bucket = self._bucket(server_id)
         tasks: list[asyncio.Task[HangupOutcome]] = []
         try:
             for row in rows:
-                if not self._server_up(server_id):  # answered at once, no token spent
-                    tasks.append(asyncio.ensure_future(self._attempt(row, principal, started, paid=True)))
-                    continue
-                await bucket.take()
-                tasks.append(asyncio.ensure_future(self._attempt(row, principal, started, paid=True)))
+                held = self._server_up(server_id)  # a server down: answered at once, no turn taken
+                if held:
+                    await bucket.acquire()
+                tasks.append(asyncio.ensure_future(self._attempt(row, principal, started, held=bucket if held
+                                                                 else None)))
             return list(await asyncio.gather(*tasks))
         except BaseException:
             for task in tasks:
@@ -188,77 +200,95 @@ class PacedHangups:
                    "*" if call_id is None else call_id, result.value, reason)
 
     # ------------------------------------------------------------------ one attempt
-    async def _attempt(self, row: LiveCall, principal: Principal, started: float, *, paid: bool) -> HangupOutcome:
+    async def _attempt(self, row: LiveCall, principal: Principal, started: float,
+                       held: TokenBucket | None = None) -> HangupOutcome:
+        """One call; ``held``: the bulk loop already holds this server's turn for our first action."""
         call = row.call
         shown = ",".join(hangup_channels(call))
-        session = self._session_for(call.server_id)
-        if session is None or not session.status.logged_in:
-            return self._done(row, principal, HangupResult.SERVER_DOWN, SERVER_DOWN, started, shown)
         watch = self._watch(row)
         try:
+            session = self._session_for(call.server_id)
+            if session is None or not session.status.logged_in:
+                return self._done(row, principal, HangupResult.SERVER_DOWN, SERVER_DOWN, started, shown)
             current = self._live.get(call.key)
             if current is None or current.id != row.id:
                 return self._done(row, principal, HangupResult.GONE, CALL_NOT_FOUND, started, shown)
-            result, error, at = await self._hang_up_confirmed(session, watch, paid)
+            turn, held = held, None
+            result, error, at = await self._hang_up_confirmed(session, watch, turn)
             return self._done(row, principal, result, error, started, shown, at)
         except asyncio.CancelledError:
             self._audit(row, principal, CANCELLED, started, shown, "")
             raise
         finally:
+            if held is not None:  # never used: hand the turn on
+                held.release()
             self._unwatch(watch)
 
     async def _hang_up_confirmed(self, session: AmiSession, watch: _Watch,
-                                 paid: bool) -> tuple[HangupResult, str, float | None]:
+                                 turn: TokenBucket | None) -> tuple[HangupResult, str, float | None]:
         """Hangup the call's channels, then wait (bounded) until it left the table. If it is still there
         once its caller leg is gone (a leg Asterisk did not end with it, e.g. the far side of a Local
-        channel), its remaining channels are hung up too, once."""
+        channel), its remaining channels are hung up too, once. ``turn``: already ours for the first action."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.confirm_timeout
-        server_id = watch.row.call.server_id
+        bucket = self._bucket(watch.row.call.server_id)
         followed_up = False
         accepted, errors = False, []
         channels = hangup_channels(watch.row.call)
         sent: set[str] = set()
-        while True:
-            for i, channel in enumerate(channels):
-                if watch.gone.done():
-                    break
-                if i > 0 or not paid or followed_up:
-                    await self._bucket(server_id).take()
-                sent.add(channel)
-                try:
-                    reply = await session.hangup(channel, max(0.001, deadline - loop.time()))
-                except ConnectionError:
-                    return HangupResult.SERVER_DOWN, SERVER_DOWN, None
-                except TimeoutError:
-                    return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
-                except ValueError as exc:  # a name Asterisk would misread: never sent
-                    errors.append(str(exc))
-                    continue
-                if reply.get("Response") == "Success":
-                    accepted = True
-                else:
-                    errors.append(reply.get("Message", "") or "Error")
-            if not accepted and any(e != NO_SUCH_CHANNEL for e in errors):
-                return HangupResult.AMI_ERROR, _refused(errors), None
-            while not watch.gone.done():
-                call = watch.row.call
-                if not followed_up and accepted and all(leg.uniqueid != call.uniqueid for leg in call.legs):
-                    channels = [leg.channel for leg in call.legs if leg.channel not in sent]
-                    if channels:
-                        break  # the caller leg is gone but the call is not: end what is left, once
-                watch.changed.clear()
-                try:
-                    await asyncio.wait_for(watch.changed.wait(), max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    if accepted:
+        try:
+            while True:
+                for channel in channels:
+                    if watch.gone.done():
+                        break
+                    if turn is None:
+                        try:
+                            await asyncio.wait_for(bucket.acquire(), max(0.001, deadline - loop.time()))
+                        except TimeoutError:  # no turn at this server within confirm_timeout
+                            if sent:
+                                return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
+                            return HangupResult.BUSY, BUSY, None
+                        turn = bucket
+                    sent.add(channel)
+                    try:
+                        reply = await session.hangup(channel, max(0.001, deadline - loop.time()))
+                    except ConnectionError:
+                        return HangupResult.SERVER_DOWN, SERVER_DOWN, None
+                    except TimeoutError:
                         return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
+                    except ValueError as exc:  # a name Asterisk would misread: never sent
+                        errors.append(str(exc))
+                        continue
+                    finally:
+                        turn.release()
+                        turn = None
+                    if reply.get("Response") == "Success":
+                        accepted = True
+                    else:
+                        errors.append(reply.get("Message", "") or "Error")
+                if not accepted and any(e != NO_SUCH_CHANNEL for e in errors):
                     return HangupResult.AMI_ERROR, _refused(errors), None
-            else:
-                if accepted:
-                    return HangupResult.HUNG_UP, "", watch.gone.result()
-                return HangupResult.GONE, CALL_NOT_FOUND, None
-            followed_up = True
+                while not watch.gone.done():
+                    call = watch.row.call
+                    if not followed_up and accepted and all(leg.uniqueid != call.uniqueid for leg in call.legs):
+                        channels = [leg.channel for leg in call.legs if leg.channel not in sent]
+                        if channels:
+                            break  # the caller leg is gone but the call is not: end what is left, once
+                    watch.changed.clear()
+                    try:
+                        await asyncio.wait_for(watch.changed.wait(), max(0.0, deadline - loop.time()))
+                    except TimeoutError:
+                        if accepted:
+                            return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
+                        return HangupResult.AMI_ERROR, _refused(errors), None
+                else:
+                    if accepted:
+                        return HangupResult.HUNG_UP, "", watch.gone.result()
+                    return HangupResult.GONE, CALL_NOT_FOUND, None
+                followed_up = True
+        finally:
+            if turn is not None:  # handed in, never used (the call went first)
+                turn.release()
 
     def _unconfirmed(self) -> str:
         return f"Hang-up not confirmed by Asterisk within {self.settings.confirm_timeout:g}s"
