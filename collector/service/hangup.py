@@ -11,10 +11,11 @@ Why it is built so:
 * **"No such channel".** The channel vanished between our look and Asterisk's: if the call then leaves the
   table within ``confirm_timeout`` it ended by itself — ``gone`` (the client sees 404 ``Active call not
   found``, as for any call that no longer exists); if it stays, ``ami_error`` (409).
-* **Paced.** Each server has a token bucket (capacity one token, ``rate_per_server`` tokens/s) that every
-  Hangup action takes from right before it is written, so a bulk DELETE of thousands of calls reaches each
-  Asterisk at most at that rate; servers are worked in parallel. At most ``MAX_BULK`` bulk requests run
-  at once (more: 429), at most ``MAX_PENDING`` single hang-ups wait (more: 429).
+* **Paced.** Each server has a token bucket (capacity one token, ``rate_per_server`` tokens/s) and at most
+  one Hangup out at a time: the next token is due 1/rate after Asterisk answered the previous action, so a
+  bulk DELETE of thousands of calls reaches each Asterisk never faster than that, and a slow Asterisk slows
+  us down. Servers are worked in parallel. At most ``MAX_BULK`` bulk requests run at once (more: 429), at
+  most ``MAX_PENDING`` single hang-ups are under way (more: 429).
 * **A disconnected server** is answered ``server_down`` at once, nothing queued or sent.
 
 Every attempt is one INFO line on logger ``collector.audit`` (who, role, call id, uniqueid, channel, server,
