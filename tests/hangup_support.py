@@ -41,12 +41,15 @@ async def held_replay(replay_server: ReplayFactory, after: float = HOLD_AFTER) -
 
 
 @asynccontextmanager
-async def hangup_daemon(tmp: Path, replays: Iterable[ReplayServer], **hangup: Any) -> AsyncIterator[Daemon]:
-    """The daemon following ``replays`` (pbx1, pbx2 … = server ids 1, 2 …), every replay held and applied."""
+async def hangup_daemon(tmp: Path, replays: Iterable[ReplayServer], api: dict[str, Any] | None = None,
+                        **hangup: Any) -> AsyncIterator[Daemon]:
+    """The daemon following ``replays`` (pbx1, pbx2 … = server ids 1, 2 …), every replay held and applied;
+    ``hangup``: ``[hangup]`` keys (``enabled`` defaults to yes here), ``api``: ``ApiSettings`` fields."""
     replays = list(replays)
     settings = settings_for(tmp, [r.port for r in replays])
     options = {"enabled": True, **hangup}
-    settings = dataclasses.replace(settings, hangup=HangupSettings(**options))
+    settings = dataclasses.replace(settings, hangup=HangupSettings(**options),
+                                   api=dataclasses.replace(settings.api, **(api or {})))
     daemon = Daemon(settings)
     daemon.tokens = issuer()
     await daemon.start()

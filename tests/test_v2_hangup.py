@@ -366,3 +366,41 @@ async def test_may_hang_up_follows_the_policy_and_a_reload(tmp_path: Path, repla
             await daemon._reload_task
             assert allowed() == [True, True, False, False]  # users_may_hang_up back at its default, no
             await assert_hung_up(daemon, replay, row, token(daemon, "admin"))
+
+
+async def test_calls_hidden_by_age_cannot_be_hung_up(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    """``hide_older_than_hours`` hides a call from active_calls_get: it is then not found here either (the
+    fast replay stamps calls with the trace's own, months-old times)."""
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay], api={"hide_older_than_hours": 1.0}) as daemon:
+            row = calls_where(daemon, caller_is(3))[0]
+            assert time.time() - row.call.start_time > 3600
+            await assert_refused(daemon, replay, f"{CALLS}/{row.id}", token(daemon, "admin"), NOT_FOUND)
+            assert await delete(daemon, CALLS + "?dry_run=1", token(daemon, "admin")) == (
+                200, {"status": "dry_run", "would_hang_up": []})
+
+
+async def test_a_single_hangup_is_not_starved_by_a_running_bulk(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    """Turns at a server are first come, first served and a bulk holds at most one: a single DELETE
+    during a long bulk on the same server is answered after at most one of the bulk's actions."""
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay], rate_per_server=2) as daemon:
+            admin = token(daemon, "admin")
+            assert daemon.hangups is not None
+            executor = daemon.hangups
+            single = calls_where(daemon, caller_is(5, owner=4))[0]
+            bulk_ids = [r.id for r in calls_where(daemon, lambda r: r.info.user_id == 3)]
+            assert len(bulk_ids) >= 6
+            bulk = asyncio.ensure_future(delete(daemon, CALLS, admin, s_user_id="3"))
+            try:
+                await wait_until(lambda: executor.counts["hung_up"] >= 1, what="the bulk under way")
+                status, body = await delete(daemon, f"{CALLS}/{single.id}", admin)
+                assert (status, body["hung_up_call"]) == (200, single.id)
+                done_by_bulk = executor.counts["hung_up"] - 1
+                assert done_by_bulk <= 3, done_by_bulk  # the bulk's first, perhaps the one in progress, no more
+                assert single.call.channel in [channel for _t, channel in replay.hangup_log]
+            finally:
+                bulk.cancel()
+                await asyncio.gather(bulk, return_exceptions=True)
