@@ -404,3 +404,19 @@ async def test_a_single_hangup_is_not_starved_by_a_running_bulk(tmp_path: Path, 
             finally:
                 bulk.cancel()
                 await asyncio.gather(bulk, return_exceptions=True)
+
+
+async def test_two_deletes_of_one_call_end_it_once(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    """Both wait for the server's turn; the first ends the call (200), the second finds it gone when its turn
+    comes, 0.5 s after Asterisk answered the first (the call's Hangup events came with that answer), and
+    sends nothing (404)."""
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay], rate_per_server=2) as daemon:
+            row = calls_where(daemon, caller_is(3))[0]
+            admin = token(daemon, "admin")
+            answers = await asyncio.gather(delete(daemon, f"{CALLS}/{row.id}", admin),
+                                           delete(daemon, f"{CALLS}/{row.id}", admin))
+            assert sorted(status for status, _body in answers) == [200, 404]
+            assert NOT_FOUND in answers and row_by_id(daemon, row.id) is None
+            assert [channel for _t, channel in replay.hangup_log].count(row.call.channel) == 1

@@ -250,6 +250,8 @@ class PacedHangups:
                                 return HangupResult.NOT_CONFIRMED, self._unconfirmed(), None
                             return HangupResult.BUSY, BUSY, None
                         turn = bucket
+                        if watch.gone.done():  # ended while we waited for the turn: nothing to send
+                            break
                     sent.add(channel)
                     try:
                         reply = await session.hangup(channel, max(0.001, deadline - loop.time()))
