@@ -12,7 +12,6 @@ would hang up without doing anything.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -38,8 +37,6 @@ from api.v2errors import V2_PREFIX, V2Error, v2_response
 from collector.live.table import LiveCall
 
 __all__ = ["BULK_BUSY", "CALLS_PATH", "add_v2calls_routes"]
-
-log = logging.getLogger(__name__)
 
 CALLS_PATH = V2_PREFIX + "active_calls"
 BULK_BUSY = "Too many bulk hang-ups in progress, try again later"
