@@ -420,3 +420,27 @@ async def test_two_deletes_of_one_call_end_it_once(tmp_path: Path, replay_server
             assert sorted(status for status, _body in answers) == [200, 404]
             assert NOT_FOUND in answers and row_by_id(daemon, row.id) is None
             assert [channel for _t, channel in replay.hangup_log].count(row.call.channel) == 1
+
+
+async def test_the_session_sends_hangup_only_for_plain_channel_names(tmp_path: Path,
+                                                                     replay_server: ReplayFactory) -> None:
+    """``AmiSession.hangup``: a name Asterisk would read as a regex (``/…/`` ends every match) or one
+    carrying a line break (a second header) is refused before anything is written; a real one is answered
+    as Asterisk does; a session that is down raises at once."""
+    async with asyncio.timeout(T):
+        replay = await held_replay(replay_server)
+        async with hangup_daemon(tmp_path, [replay]) as daemon:
+            session = daemon.sessions[0]
+            for bad in ("/SIP/.*/", "SIP/101-1\r\nChannel: SIP/102-2", "", "SIP/1\n"):
+                with pytest.raises(ValueError):
+                    await session.hangup(bad, 1.0)
+            assert len(replay.hangup_log) == 0
+            reply = await session.hangup("SIP/nobody-00000000", 5.0)
+            assert (reply["Response"], reply["Message"]) == ("Error", "No such channel")
+            assert [channel for _t, channel in replay.hangup_log] == ["SIP/nobody-00000000"]
+            replay.options = dataclasses.replace(replay.options, username="somebody-else")
+            replay.drop_clients()
+            await wait_until(lambda: not session.status.logged_in, what="the session down")
+            with pytest.raises(ConnectionError):
+                await session.hangup("SIP/101-0000001d", 5.0)
+            assert len(replay.hangup_log) == 1
