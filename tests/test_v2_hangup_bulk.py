@@ -141,3 +141,19 @@ async def test_concurrent_bulk_requests_are_bounded(tmp_path: Path, replay_serve
             await wait_until(lambda: executor._bulk == 0, what="the bulks stopped with their clients")
             left = calls_where(daemon, lambda r: r.info.user_id in (2, 3))
             assert len(left) >= 4  # at a call per 2 s, most of them were never reached
+
+
+async def test_s_server_narrows_a_bulk_to_one_server(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    async with asyncio.timeout(T):
+        replays = [await held_replay(replay_server), await held_replay(replay_server)]
+        async with hangup_daemon(tmp_path, replays, rate_per_server=200) as daemon:
+            admin = token(daemon, "admin")
+            first = [r.id for r in calls_where(daemon, lambda r: r.call.server_id == 1 and r.info.user_id == 3)]
+            second = {r.id for r in calls_where(daemon, lambda r: r.call.server_id == 2)}
+            assert first and second
+            status, body = await delete(daemon, CALLS, admin, s_server="1", s_user_id="3")
+            assert (status, body["hung_up_calls"], body["failed"]) == (200, first, [])
+            assert len(replays[1].hangup_log) == 0
+            assert {r.id for r in calls_where(daemon, lambda r: r.call.server_id == 2)} == second
+            # the demo's reference data knows server 1 only: another id fails as in active_calls_get
+            assert await delete(daemon, CALLS, admin, s_server="2") == (400, {"error": "Server was not found"})
