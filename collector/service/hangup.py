@@ -57,7 +57,7 @@ class HangupSettings:
     enabled: bool = False
     users_may_hang_up: bool = False
     rate_per_server: float = 20.0  # Hangup actions per second per server
-    confirm_timeout: float = 5.0  # s from the first action to the call seen gone
+    confirm_timeout: float = 5.0  # s for one call: a turn at its server (singles), the answer, the call gone
 
     def __post_init__(self) -> None:
         if self.rate_per_server <= 0 or self.confirm_timeout <= 0:
