@@ -155,3 +155,41 @@ def test_nobody_hangs_up_a_call_he_may_not(stack: Stack, username: str, kind: st
         return f"{'permitted' if permitted else 'refused'} status={answer[0]}"
 
     event(stack.run(probe()))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(username=st.sampled_from(USERS), s_user_id=st.one_of(st.none(), st.integers(0, 8)),
+       s_status=st.sampled_from([None, "answered", "Ringing"]))
+def test_a_bulk_dry_run_lists_exactly_what_the_caller_may_end(stack: Stack, username: str, s_user_id: int | None,
+                                                              s_status: str | None) -> None:
+    """The bulk form's selection (``dry_run=1``: nothing is sent) against the rule written out here: the
+    calls he may end, narrowed by the filters; a filter naming a user he may not see is 400 as for none."""
+    daemon, replay = stack.daemon, stack.replay
+    assert daemon is not None and replay is not None
+
+    async def probe() -> str:
+        refs = daemon._refs()
+        user = refs.users_by_username[username]
+        params = {"dry_run": "1"}
+        if s_user_id is not None:
+            params["s_user_id"] = str(s_user_id)
+        if s_status is not None:
+            params["s_status"] = s_status
+        before = len(replay.hangup_log)
+        answer = await delete(daemon, CALLS, bearer("valid", daemon, username, ""), **params)
+        assert len(replay.hangup_log) == before
+        if username == "accountant":
+            assert answer == (403, {"error": "Not allowed to hang up calls"})
+            return "forbidden"
+        named = refs.users.get(s_user_id) if s_user_id is not None else None
+        if s_user_id is not None and (named is None or not (
+                username == "admin" or named.id == user.id or (username == "reseller" and named.owner_id == user.id))):
+            assert answer == (400, {"error": "Originating User was not found"})
+            return "bad filter"
+        expected = sorted(r.id for r in daemon.live.rows() if may_end(username, user.id, r)
+                          and (s_user_id is None or r.info.user_id == s_user_id)
+                          and (s_status is None or r.call.status.value.lower() == s_status.lower()))
+        assert answer == (200, {"status": "dry_run", "would_hang_up": expected})
+        return "listed" if expected else "listed none"
+
+    event(stack.run(probe()))
