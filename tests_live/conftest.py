@@ -27,7 +27,6 @@ from tests_live.lablib import (
     enable_manager_tls,
     find_lab,
     free_port,
-    grant_hangup,
     lab_ports_busy,
     prepare_lab,
     refdata,
@@ -52,15 +51,10 @@ def lab_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path, lab_pki: Pki) -> Iterator[Lab]:
     """The four lab instances, started from a copy of conf/ in a private ASTLAB_DIR; stopped (by PID).
-    The copy's pbx manager.conf also listens for AMI over TLS on 127.0.0.1:5039 (lab_pki's certificate)
-    and grants the collector's AMI user ``write = system,call`` (Hangup)."""
+    The copy's pbx manager.conf also listens for AMI over TLS on 127.0.0.1:5039 (lab_pki's certificate)."""
     home = find_lab()  # missing lab → AssertionError: the suite fails loudly
-
-    def customise(conf: Path) -> None:
-        enable_manager_tls(conf, lab_pki.cert, lab_pki.key)
-        grant_hangup(conf)
-
-    lab = prepare_lab(home, tmp_path_factory.mktemp("astlab"), customise=customise)
+    lab = prepare_lab(home, tmp_path_factory.mktemp("astlab"),
+                      customise=lambda conf: enable_manager_tls(conf, lab_pki.cert, lab_pki.key))
     # the lab binds fixed loopback ports: wait (bounded) for another engineer's lab to go away
     wait_for(lambda: not lab_ports_busy(), 180, "the lab's AMI ports (127.0.0.1-4:5038) to be free "
              f"(busy: {lab_ports_busy()}) — is another lab running?", interval=2)

@@ -151,19 +151,6 @@ def enable_manager_tls(conf: Path, cert: Path, key: Path, bind: str = f"127.0.0.
                     f"tlsprivatekey = {key}\n{rest}")
 
 
-def grant_hangup(conf: Path, user: str = "collector") -> None:
-    """Give the collector's AMI user the write class Asterisk's Hangup action needs (``call``), as the
-    README's hang-up section tells operators to (the lab ships ``write = system``)."""
-    path = conf / "pbx" / "manager.conf"
-    text = path.read_text()
-    start = text.index(f"[{user}]\n")
-    end = text.find("\n[", start)
-    end = len(text) if end < 0 else end
-    section = text[start:end]
-    assert "\nwrite = system\n" in section, f"unexpected write line in [{user}] of {path}"
-    path.write_text(text[:start] + section.replace("\nwrite = system\n", "\nwrite = system,call\n") + text[end:])
-
-
 def lab_ports_busy() -> list[str]:
     return [f"{h}:{p}" for h, p, _u, _s in AMI_LOGINS.values() if tcp_listening(h, p)]
 

@@ -6,6 +6,10 @@ CoreShowChannels on the pbx â€” an AMI session of our own, not the collector's â
 are gone and the others untouched. The time from sending the DELETE to its 200 (which the collector answers
 only after it has seen the call's channels hang up) is measured over every single hang-up; the figures go to
 ``test-artifacts/live/hangup.json`` and the README quotes them.
+
+The lab's AMI user keeps its stock rights (``write = system``): Asterisk runs an action when ``write=`` holds
+any one of its classes, and Hangup is ``system`` or ``call``, so this also proves the README's manager.conf
+line.
 """
 
 from __future__ import annotations
