@@ -13,6 +13,7 @@ from aiohttp import web
 
 from api.auth import Principal
 from api.changes import ChangeHub
+from api.hangup_policy import HangupExecutor, HangupPolicy
 from api.jsonout import JsonRenderer
 from api.rows import RowFields
 from api.settings import ApiSettings
@@ -49,6 +50,10 @@ class ApiDeps:
     # None from it: that series is not recorded (per_user off). None here: active_calls_history answers
     # "History is not enabled".
     history: Callable[[str, int, int], Awaitable[Sequence[tuple[int, int, int]] | None]] | None = None
+    # v2 hang-up: who may end which call now (off by default; a reload may change it) and what does it
+    # (None: DELETE answers 403)
+    hangup_policy: Callable[[], HangupPolicy] = HangupPolicy
+    hangups: HangupExecutor | None = None
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)

@@ -11,13 +11,11 @@ between: which intermediate states the daemon saw depends on how the bytes were 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
 
-from api.auth import Principal, Role
-from api.scope import Scope
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from collector.service.daemon import Daemon
@@ -26,6 +24,7 @@ from collector.tracking.calls import CallStatus
 from collector.tracking.tracker import CallTracker
 from tests.conftest import ReplayFactory, scenario_files
 from tests.daemon_helpers import barrier, mor_hash, settings_for, wait_until
+from tests.history_support import api_series
 
 B0 = 1_795_701_000  # a multiple of 15
 
@@ -60,21 +59,7 @@ def _peak_between(paths: list[Path], after: float, until: float) -> tuple[int, i
 
 def _standing(rows: Sequence[LiveCall], refs: RefIndex) -> dict[str, tuple[int, int]]:
     """Every series' count now, by the API's visibility (a reseller's and a user's rows as they would list)."""
-    preds: dict[str, Callable[[LiveCall], bool]] = {"all": lambda r: True, "server:1": lambda r: True}
-    for u in refs.data.users:
-        if u.usertype == "reseller":
-            rp = Scope(Principal(Role.RESELLER, u), refs).row_predicate()
-            assert rp is not None
-            preds[f"reseller:{u.id}"] = rp
-        up = Scope(Principal(Role.USER, u), refs).row_predicate()
-        assert up is not None
-        preds[f"user:{u.id}"] = up
-    out = {}
-    for name, pred in preds.items():
-        seen = [r for r in rows if pred(r)]
-        if seen:
-            out[name] = (len(seen), sum(1 for r in seen if r.call.status is CallStatus.ANSWERED))
-    return out
+    return api_series(rows, refs, (1,))
 
 
 def _stored(db: Path) -> dict[int, dict[str, tuple[int, int]]]:

@@ -3,20 +3,18 @@ the event sequence, with each series counted by the API's own visibility rule (`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.auth import Principal, Role
-from api.scope import Scope
 from collector.live.history import BUCKET_SECONDS, HistorySampler, Row, bucket_of
 from collector.live.table import LiveCall, LiveTable
 from collector.refdata.index import RefIndex
 from collector.refdata.model import Enrichment, RefData, User
 from collector.tracking.calls import CallChange, CallStatus, CallView
+from tests.history_support import api_series
 
 USERS = (
     User(0, "admin", "admin", "A", "D", owner_id=0),
@@ -49,29 +47,9 @@ def call(key: int, server: int, caller: int | None, callee: int | None, answered
     return LiveCall(key, cv, info)
 
 
-def on_server(sid: int, row: LiveCall) -> bool:
-    return row.call.server_id == sid
-
-
 def visible_series(rows: Sequence[LiveCall]) -> dict[str, tuple[int, int]]:
     """Every series' (total, answered) by brute force, visibility decided by api.scope."""
-    preds: dict[str, Callable[[LiveCall], bool]] = {"all": lambda r: True}
-    for sid in (1, 2):
-        preds[f"server:{sid}"] = partial(on_server, sid)
-    for u in USERS:
-        if u.usertype == "reseller":
-            pred = Scope(Principal(Role.RESELLER, u), REFS).row_predicate()
-            assert pred is not None
-            preds[f"reseller:{u.id}"] = pred
-        upred = Scope(Principal(Role.USER, u), REFS).row_predicate()
-        assert upred is not None
-        preds[f"user:{u.id}"] = upred
-    out = {}
-    for name, pred in preds.items():
-        seen = [r for r in rows if pred(r)]
-        if seen:
-            out[name] = (len(seen), sum(1 for r in seen if r.call.status is CallStatus.ANSWERED))
-    return out
+    return api_series(rows, REFS, (1, 2))
 
 
 def brute_force(states: Sequence[tuple[float, dict[str, tuple[int, int]]]], until: float) -> set[Row]:

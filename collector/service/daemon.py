@@ -37,6 +37,7 @@ from collector.refdata.index import RefIndex
 from collector.refdata.local_passwords import LocalPasswords
 from collector.refdata.store import load_refdata, open_db
 from collector.service.config import ConfigError, Settings, load_settings
+from collector.service.hangup import PacedHangups
 from collector.service.jwtkey import KEY_FILE, load_or_create_key
 from collector.service.logsetup import add_secrets, set_level
 from collector.service.loopguard import AcceptErrorFilter
@@ -74,6 +75,7 @@ class Daemon:
     sessions: list[AmiSession] = field(default_factory=list)
     refs: RefIndex | None = None
     tokens: TokenIssuer | None = None  # v2 Bearer tokens; None → the v2 routes answer 401
+    hangups: PacedHangups | None = None  # the v2 DELETE routes' executor (built at start)
     durable: DurableTable | None = None
     started_at: float = field(default_factory=time.time)
     port: int = 0
@@ -133,6 +135,11 @@ class Daemon:
                     set_level(new.collector.log_level)
                     self.log_level = new.collector.log_level
                     log.info("reload log_level=%s", new.collector.log_level)
+                if self.hangups is not None and new.hangup != self.hangups.settings:
+                    self.hangups.reconfigure(new.hangup)  # e.g. hang-up switched off at once
+                    log.info("reload hangup enabled=%s users_may_hang_up=%s rate_per_server=%g confirm_timeout=%g",
+                             new.hangup.enabled, new.hangup.users_may_hang_up, new.hangup.rate_per_server,
+                             new.hangup.confirm_timeout)
                 if self.refsync is not None and new.refdata.mysql:
                     self.refsync.settings = new.refdata
                     add_secrets([str(new.refdata.mysql_password)])
@@ -167,6 +174,10 @@ class Daemon:
         changes = self.tracker.apply_many(server_id, batch)
         if changes:
             self.live.apply(changes)
+
+    def session_for(self, server_id: int) -> AmiSession | None:
+        """The AMI session of a server (hang-ups go there), None when the server is not configured."""
+        return next((x for x in self.sessions if x.server_id == server_id), None)
 
     # ------------------------------------------------------------------ unreachable / unconfigured servers
     def disconnected(self) -> Collection[int]:
@@ -250,10 +261,13 @@ class Daemon:
                                             stagger=i / max(1, len(enabled))))
         if self.tokens is None:  # tests may preset one
             self.tokens = self.token_issuer()
+        self.hangups = PacedHangups(s.hangup, self.live, self.session_for)
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live), disconnected=self.disconnected,
                        tokens=self.tokens, passwords=LocalPasswords(s.database).get,
-                       history=self._history_points if self.history is not None else None)
+                       history=self._history_points if self.history is not None else None,
+                       may_hang_up=self.hangups.may_hang_up, hangup_policy=self.hangups.current_policy,
+                       hangups=self.hangups)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()

@@ -12,7 +12,7 @@ Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connecte
 ``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version,ami_decoder}``,
 ``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``,
 ``http_connections``, ``http_connections_refused_total``, ``http_request_timeouts_total``,
-``http_accept_errors_total``.
+``http_accept_errors_total``, ``hangups_total{result}``.
 A 401 carries ``WWW-Authenticate: Bearer``.
 """
 
@@ -128,6 +128,13 @@ class _StateCollector:
                                   value=d.reloads)
         yield from refdata_metrics(getattr(d, "refsync", None))
         yield from _http_metrics(d)
+        hangups = getattr(d, "hangups", None)  # the v2 DELETE routes' executor (collector/service/hangup.py)
+        if hangups is not None:
+            total = CounterMetricFamily(f"{PREFIX}_hangups", "Hang-up requests by result (one per call attempted "
+                                        "or refused)", labels=["result"])
+            for result, n in sorted(hangups.counts.items()):
+                total.add_metric([result], n)
+            yield total
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
