@@ -75,6 +75,7 @@
       this.wake = null;
       this.attempt = 0;
       this.bytes = 0;
+      this.silent = false;  // the watchdog (not the network, not stop()) ended the last attempt
     }
 
     start() { this.loop(); return this; }
