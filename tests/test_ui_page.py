@@ -173,6 +173,13 @@ async def test_dropdowns_list_what_each_role_may_filter_by(tmp_path: Path) -> No
         state = await poll(cdp, lambda s: sorted(s["ids"]) == sorted(int(r["id"]) for r in rows)
                            and s["total"] == str(totals["totals"]["total"]) and s["groups"] == group_rows(totals))
         assert "s_provider=1" in state["search"]
+        # a device brings its user (MOR's s_device works only with s_user_id)
+        await choose(cdp, "f-provider", "")
+        await choose(cdp, "f-device", "10")
+        rows = await api_rows(http, world.base, ADMIN, s_user_id="4", s_device="10")
+        assert 0 < len(rows) < 9
+        state = await poll(cdp, lambda s: sorted(s["ids"]) == sorted(int(r["id"]) for r in rows))
+        assert "s_user_id=4" in state["search"] and "s_device=10" in state["search"]
 
 
 async def test_wall_mode_fits_40_rows_at_1920x1080(tmp_path: Path) -> None:
