@@ -1,0 +1,273 @@
+"""api/static/graph.js in a real headless Chromium, against a fake ``/billing/api/active_calls_history``
+answering exactly per the contract (JSON ``{"bucket_seconds", "period_start", "period_end", "points":
+[{"time", "total", "answered"}]}``, only buckets with data, Unix-seconds period bounds).
+
+The browser runs in Asia/Kathmandu (UTC+05:45, so a UTC-vs-local mistake cannot line up by luck); the test
+computes local midnight independently with zoneinfo and compares every drawn series' ``data-points`` with
+the served buckets exactly. Screenshots: ``test-artifacts/graph.png`` and ``graph-wall.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from tests.browser import Cdp, chromium, chromium_binary
+from tests.ui_harness import contrast, new_globals, screenshot, serve, static_app, wait_js
+
+TZ = "Asia/Kathmandu"
+BUCKET = 15
+
+HARNESS = """<!doctype html><html><head><meta charset="utf-8"><title>graph harness</title>
+<style>
+body { font: 13px system-ui, sans-serif; margin: 8px; background: #ffffff; color: #1d2329; }
+body.wall { background: #0b0f14; color: #e6edf3; --ac-graph-today: #58a6ff; }
+#g { width: 900px; }
+</style></head><body><div id="g"></div>
+<script src="/ui/static/graph.js"></script>
+<script>
+"use strict";
+window.made = 0;
+const q = new URLSearchParams(location.search);
+window.harness = { graph: window.ActiveCallsGraph.startGraph(document.getElementById("g"), async (path, params) => {
+  window.made += 1;
+  const r = await fetch(path + "?" + new URLSearchParams({ ...params, u: "admin", hash: "h" }));
+  if (!r.ok) throw new Error("HTTP " + r.status);
+  return r.json();
+}, { intervalMs: Number(q.get("interval") || 15000) }) };
+</script></body></html>"""
+
+STATE = """JSON.stringify({
+  series: Object.fromEntries([...document.querySelectorAll('#g path[data-series]')]
+    .map(p => [p.dataset.series, p.dataset.points])),
+  d: Object.fromEntries([...document.querySelectorAll('#g path[data-series]')].map(p => [p.dataset.series,
+    p.getAttribute('d')])),
+  now: Number(document.querySelector('#g svg[data-panel=day]').dataset.now),
+  total: document.querySelector('#g [data-role=current-total]').textContent,
+  answered: document.querySelector('#g [data-role=current-answered]').textContent,
+  error: document.querySelector('#g [data-role=graph-error]').textContent,
+  width: Number(document.querySelector('#g svg[data-panel=day]').getAttribute('width')),
+  hourWidth: Number(document.querySelector('#g svg[data-panel=hour]').getAttribute('width')),
+  dayHeight: Number(document.querySelector('#g svg[data-panel=day]').getAttribute('height')),
+  xLabels: [...document.querySelectorAll('#g svg[data-panel=day] [data-role=x-label]')].map(t => t.textContent),
+})"""
+LOADED = "(p => p && p.dataset.points.length > 0)(document.querySelector('#g path[data-series=yesterday]'))"
+
+
+@dataclass
+class FakeHistory:
+    """The history endpoint: every stored bucket in [period_start, period_end], sorted by time."""
+
+    points: dict[int, tuple[int, int]] = field(default_factory=dict)
+    requests: list[dict[str, str]] = field(default_factory=list)
+    served: list[int] = field(default_factory=list)
+    fail: bool = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        self.requests.append(q)
+        if self.fail:
+            return web.json_response({"error": "boom"}, status=500)
+        if q.get("u") != "admin" or q.get("hash") != "h":
+            return web.json_response({"error": "Access Denied"})
+        start, end = int(q["period_start"]), int(q["period_end"])  # the graph sends Unix seconds
+        pts = [{"time": t, "total": v, "answered": a} for t, (v, a) in sorted(self.points.items()) if start <= t <= end]
+        self.served.append(len(pts))
+        return web.json_response({"bucket_seconds": BUCKET, "period_start": start, "period_end": end, "points": pts})
+
+
+def local_midnights(now: float) -> tuple[int, int, int]:
+    """Yesterday's, today's and tomorrow's local midnight in TZ, as epoch seconds."""
+    tz = ZoneInfo(TZ)
+    today = datetime.fromtimestamp(now, tz).date()
+
+    def at(d: date) -> int:
+        return int(datetime.combine(d, dtime(), tz).timestamp())
+
+    return at(today - timedelta(days=1)), at(today), at(today + timedelta(days=1))
+
+
+def history_data(now: float) -> tuple[dict[int, tuple[int, int]], int]:
+    """Two days of buckets up to a little before now (so the next ones are in the past too), with a
+    10-minute hole yesterday and one in the last hour; also an hour before yesterday that must not show."""
+    y0, _t0, _t1 = local_midnights(now)
+    end = (int(now) // BUCKET) * BUCKET - 3 * BUCKET
+    rng = random.Random(17)
+    data: dict[int, tuple[int, int]] = {}
+    for t in range(y0 - 3600, end + 1, BUCKET):
+        if y0 + 3 * 3600 <= t < y0 + 3 * 3600 + 600 or end - 1800 <= t < end - 1200:
+            continue
+        total = max(0, int(30 + 25 * math.sin(2 * math.pi * (t - y0) / 86400 - math.pi / 2)) + rng.randint(0, 8))
+        data[t] = (total, total * 3 // 4)
+    return data, end
+
+
+def parse_points(text: str) -> list[tuple[int, int]]:
+    if not text:
+        return []
+    return [(int(t), int(v)) for t, v in (item.split(":") for item in text.split(","))]
+
+
+def expected(data: dict[int, tuple[int, int]], now: float) -> dict[str, list[tuple[int, int]]]:
+    y0, t0, t1 = local_midnights(now)
+    rows = sorted((t, v) for t, (v, _a) in data.items() if t >= y0)  # the graph asks from yesterday's midnight
+    return {"yesterday": [p for p in rows if y0 <= p[0] < t0],
+            "today": [p for p in rows if t0 <= p[0] < t1],
+            "hour": [p for p in rows if p[0] + BUCKET > now - 3600]}
+
+
+def drawn_points(d: str) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in re.findall(r"[ML]([-\d.]+) ([-\d.]+)", d)]
+
+
+async def state(cdp: Cdp) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(await cdp.eval(STATE))
+    return result
+
+
+async def open_graph(cdp: Cdp, base: str, query: str = "") -> dict[str, Any]:
+    await cdp.call("Emulation.setTimezoneOverride", timezoneId=TZ)
+    await cdp.call("Page.navigate", url=f"{base}/harness/graph.html{query}")
+    await wait_js(cdp, LOADED)
+    return await state(cdp)
+
+
+def graph_app(fake: FakeHistory) -> web.Application:
+    app = static_app({"/harness/graph.html": HARNESS})
+    app.router.add_get("/billing/api/active_calls_history", fake.handle)
+    return app
+
+
+async def test_graph_series_equal_the_served_buckets(tmp_path: Path) -> None:
+    chromium_binary()
+    now = time.time()
+    data, end = history_data(now)
+    fake = FakeHistory(points=data)
+    async with serve(graph_app(fake)) as base, chromium(tmp_path) as cdp:
+        st = await open_graph(cdp, base)
+        y0, t0, _t1 = local_midnights(st["now"])
+        assert abs(st["now"] - now) < 300, "the graph's notion of now is the browser clock"
+        first = fake.requests[0]
+        assert int(first["period_start"]) == y0, "one request from yesterday's local midnight"
+        assert int(first["period_end"]) >= end
+        got = {name: parse_points(st["series"][name]) for name in ("today", "yesterday", "hour")}
+        want = expected(data, st["now"])
+        assert got["yesterday"] == want["yesterday"]
+        assert got["today"] == want["today"]
+        assert got["hour"] == want["hour"]
+        assert len(got["yesterday"]) == 86400 // BUCKET - 40, "a whole local day less the 10-minute hole"
+        assert all(t >= y0 for t, _v in got["yesterday"]), "the hour before yesterday is not drawn"
+        assert st["total"] == str(data[end][0]) and st["answered"] == str(data[end][1])
+        assert st["error"] == ""
+        assert st["xLabels"][0] == "00:00" and st["xLabels"][-1] == "24:00"
+        # drawing is bounded: at most two points per pixel column whatever the bucket count
+        width, height = st["width"], st["dayHeight"]
+        assert width == 900
+        for name in ("today", "yesterday"):
+            pts = drawn_points(st["d"][name])
+            assert len(pts) <= 2 * width
+            assert all(0 <= x <= width and 0 <= y <= height for x, y in pts)
+        assert len(drawn_points(st["d"]["yesterday"])) > 400, "yesterday's curve spans the width"
+        assert st["d"]["hour"].count("M") >= 2, "the hole in the last hour breaks the line"
+        if got["today"]:
+            assert drawn_points(st["d"]["today"])[-1][0] <= (end - t0 + BUCKET) / 86400 * width + 36
+        shot = await screenshot(cdp, "graph.png")
+        assert shot.stat().st_size > 10_000
+
+
+async def test_graph_refresh_picks_up_new_buckets(tmp_path: Path) -> None:
+    chromium_binary()
+    now = time.time()
+    data, end = history_data(now)
+    fake = FakeHistory(points=data)
+    async with serve(graph_app(fake)) as base, chromium(tmp_path) as cdp:
+        await open_graph(cdp, base)
+        calls = len(fake.requests)
+        fake.points[end] = (99, 61)             # the newest bucket was still filling
+        fake.points[end + BUCKET] = (77, 50)    # and a new one
+        await cdp.eval("harness.graph.refresh()")
+        st = await state(cdp)
+        today = parse_points(st["series"]["today"])
+        hour = parse_points(st["series"]["hour"])
+        assert today[-2:] == [(end, 99), (end + BUCKET, 77)] == hour[-2:]
+        assert st["total"] == "77" and st["answered"] == "50"
+        assert len(fake.requests) == calls + 1
+        again = fake.requests[-1]
+        assert end - 150 <= int(again["period_start"]) <= end, "a refresh re-reads only the last minutes"
+        assert fake.served[-1] <= 10
+        assert today == expected(fake.points, st["now"])["today"]
+        # a failing endpoint keeps what is drawn and says so; the next good answer clears the message
+        fake.fail = True
+        await cdp.eval("harness.graph.refresh()")
+        failed = await state(cdp)
+        assert failed["error"] == "History unavailable: HTTP 500"
+        assert failed["series"] == st["series"]
+        fake.fail = False
+        await cdp.eval("harness.graph.refresh()")
+        assert (await state(cdp))["error"] == ""
+
+        # the 15 s timer does the same by itself (here every 300 ms)
+        st = await open_graph(cdp, base, "?interval=300")
+        fake.points[end + 2 * BUCKET] = (12, 3)
+        await wait_js(cdp, "document.querySelector('#g [data-role=current-total]').textContent === '12'")
+        st = await state(cdp)
+        assert parse_points(st["series"]["today"])[-1] == (end + 2 * BUCKET, 12)
+        assert st["answered"] == "3"
+        # stop() ends the timer and refresh() after it asks nothing
+        assert await cdp.eval("""(async () => { harness.graph.stop(); const n = window.made;
+            await harness.graph.refresh(); return window.made - n; })()""") == 0
+
+
+async def test_graph_wall_theme_and_resize(tmp_path: Path) -> None:
+    chromium_binary()
+    data, _end = history_data(time.time())
+    async with serve(graph_app(FakeHistory(points=data))) as base, chromium(tmp_path) as cdp:
+        before = await open_graph(cdp, base)
+        colours = """JSON.stringify({
+          label: getComputedStyle(document.querySelector('#g [data-role=x-label]')).fill,
+          text: getComputedStyle(document.querySelector('#g [data-role=current-total]')).color,
+          today: getComputedStyle(document.querySelector('#g path[data-series=today]')).stroke,
+          yesterday: getComputedStyle(document.querySelector('#g path[data-series=yesterday]')).stroke,
+          hour: getComputedStyle(document.querySelector('#g path[data-series=hour]')).stroke,
+          bg: getComputedStyle(document.body).backgroundColor})"""
+        light = json.loads(await cdp.eval(colours))
+        assert light["label"] == light["text"] == "rgb(29, 35, 41)", "text follows the page's colour"
+        for name in ("today", "yesterday", "hour"):
+            assert contrast(light[name], light["bg"]) >= 3, (name, light)
+        await cdp.eval("document.body.classList.add('wall')")
+        wall = json.loads(await cdp.eval(colours))
+        assert wall["bg"] == "rgb(11, 15, 20)"
+        assert wall["label"] == wall["text"] == "rgb(230, 237, 243)"
+        assert wall["today"] == "rgb(88, 166, 255)", "the theme's --ac-graph-today is used"
+        for name in ("today", "yesterday", "hour"):   # yesterday/hour keep their defaults: readable on dark too
+            assert contrast(wall[name], wall["bg"]) >= 3, (name, wall)
+        assert contrast(wall["label"], wall["bg"]) >= 7
+        shot = await screenshot(cdp, "graph-wall.png")
+        assert shot.stat().st_size > 10_000
+
+        await cdp.eval("document.getElementById('g').style.width = '480px'")
+        await wait_js(cdp, "document.querySelector('#g svg[data-panel=day]').getAttribute('width') === '480'")
+        after = await state(cdp)
+        assert after["hourWidth"] == 480
+        assert after["series"] == before["series"], "resizing redraws, the data stays exact"
+        for name in ("today", "yesterday", "hour"):
+            assert all(0 <= x <= 480 for x, _y in drawn_points(after["d"][name]))
+        assert len(drawn_points(after["d"]["yesterday"])) <= 2 * 480
+        assert len(after["xLabels"]) < len(before["xLabels"]), "fewer hour labels on a narrow graph"
+
+
+async def test_graph_adds_one_global(tmp_path: Path) -> None:
+    chromium_binary()
+    async with serve(graph_app(FakeHistory())) as base, chromium(tmp_path) as cdp:
+        assert await new_globals(cdp, base, "graph.js") == ["ActiveCallsGraph"]
