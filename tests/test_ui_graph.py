@@ -72,13 +72,13 @@ class FakeHistory:
     points: dict[int, tuple[int, int]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     served: list[int] = field(default_factory=list)
-    fail: bool = False
+    fail: int = 0   # answer {"error": "Access Denied"} with this status instead of the points
 
     async def handle(self, request: web.Request) -> web.Response:
         q = dict(request.query)
         self.requests.append(q)
         if self.fail:
-            return web.json_response({"error": "boom"}, status=500)
+            return web.json_response({"error": "Access Denied"}, status=self.fail)
         if q.get("u") != "admin" or q.get("hash") != "h":
             return web.json_response({"error": "Access Denied"})
         start, end = int(q["period_start"]), int(q["period_end"])  # the graph sends Unix seconds
@@ -208,12 +208,13 @@ async def test_graph_refresh_picks_up_new_buckets(tmp_path: Path) -> None:
         assert fake.served[-1] <= 10
         assert today == expected(fake.points, st["now"])["today"]
         # a failing endpoint keeps what is drawn and says so; the next good answer clears the message
-        fake.fail = True
-        await cdp.eval("harness.graph.refresh()")
-        failed = await state(cdp)
-        assert failed["error"] == "History unavailable: HTTP 500"
-        assert failed["series"] == st["series"]
-        fake.fail = False
+        for status, text in ((500, "HTTP 500"), (200, "Access Denied")):   # the harness throws on !ok
+            fake.fail = status
+            await cdp.eval("harness.graph.refresh()")
+            failed = await state(cdp)
+            assert failed["error"] == f"History unavailable: {text}"
+            assert failed["series"] == st["series"]
+        fake.fail = 0
         await cdp.eval("harness.graph.refresh()")
         assert (await state(cdp))["error"] == ""
 

@@ -169,9 +169,12 @@ async def test_login_keeps_the_token_in_memory_only(tmp_path: Path) -> None:
         [(_m, path, auth)] = fake.sent("GET", "/billing/api/active_calls_totals")
         assert path == "/billing/api/active_calls_totals?format=json" and auth == f"Bearer {token}"
         assert all(token not in p for _m, p, _a in fake.log)
-        headers = json.loads(await cdp.eval("JSON.stringify([h.session.authorize({Accept: 'x'}), "
-                                            "[...h.session.authorize(new Headers()).entries()]])"))
-        assert headers == [{"Accept": "x", "Authorization": f"Bearer {token}"}, [["authorization", f"Bearer {token}"]]]
+        headers = json.loads(await cdp.eval("""(() => { const o = {Accept: 'x'};
+            const same = h.session.authorize(o) === o;
+            return JSON.stringify([o, same, [...h.session.authorize(new Headers()).entries()], h.session.authorize()]);
+            })()"""))
+        assert headers == [{"Accept": "x", "Authorization": f"Bearer {token}"}, True,
+                           [["authorization", f"Bearer {token}"]], {"Authorization": f"Bearer {token}"}]
         # logout forgets it: nothing more is authorized
         after = json.loads(await cdp.eval("""(async () => { h.session.logout();
             let err = null;

@@ -225,13 +225,16 @@
       const extra = typeof opts.params === "function" ? opts.params() : {};
       const body = await request(PATH, { ...extra, period_start: String(since), period_end: String(until) });
       if (st.stopped) return;
+      if (!body || !Array.isArray(body.points)) {   // e.g. a MOR-style {"error": "Access Denied"}
+        throw new Error(body && typeof body.error === "string" ? body.error : "no points in the answer");
+      }
       const got = [];
-      for (const p of (body && Array.isArray(body.points)) ? body.points : []) {
+      for (const p of body.points) {
         const t = Number(p.time), v = Number(p.total), a = Number(p.answered);
         if (Number.isFinite(t) && Number.isFinite(v) && t >= since) got.push([t, v, Number.isFinite(a) ? a : 0]);
       }
       got.sort((a, b) => a[0] - b[0]);
-      if (body && Number(body.bucket_seconds) > 0) st.bucket = Number(body.bucket_seconds);
+      if (Number(body.bucket_seconds) > 0) st.bucket = Number(body.bucket_seconds);
       st.pts = full ? got : st.pts.filter((p) => p[0] >= y0 && p[0] < since).concat(got);
       st.day0 = y0;
       st.until = until;

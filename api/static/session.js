@@ -7,7 +7,7 @@
 //       (a 429 also its Retry-After). Returns {showError(text)} for the page (e.g. "Session expired").
 //   ActiveCallsSession.login(username, password) -> Promise<Session> (rejects with the error text).
 //   session.user {id, username, role, name}, .mayHangUp, .expiresAt (Date, browser clock), .active
-//   session.authorize(headers) -> headers + Authorization: Bearer (a Headers object or a plain object)
+//   session.authorize(headers) -> the same headers (Headers or a plain object) with Authorization: Bearer
 //   session.fetch(url, init) -> Response: authorized, refreshed first if about to expire, retried once
 //       after refreshing on a 401. session.request(path, params) -> JSON (GET; the graph's `request`).
 //   session.hangUp(callId, label) -> Promise<{ok, status, body}>: a <dialog> asks "Hang up call N (label)?";
@@ -113,13 +113,13 @@
       return this.#token !== null;
     }
 
+    /** Adds the Bearer header to `headers` in place (a Headers or a plain object; a new object when
+     *  absent) and returns it; after logout it adds nothing. */
     authorize(headers) {
-      if (headers instanceof Headers) {
-        if (this.#token) headers.set("Authorization", `Bearer ${this.#token}`);
-        return headers;
-      }
-      const out = { ...(headers || {}) };
-      if (this.#token) out.Authorization = `Bearer ${this.#token}`;
+      const out = headers || {};
+      if (!this.#token) return out;
+      if (out instanceof Headers) out.set("Authorization", `Bearer ${this.#token}`);
+      else out.Authorization = `Bearer ${this.#token}`;
       return out;
     }
 
