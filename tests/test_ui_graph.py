@@ -182,8 +182,11 @@ async def test_graph_series_equal_the_served_buckets(tmp_path: Path) -> None:
         assert st["d"]["hour"].count("M") >= 2, "the hole in the last hour breaks the line"
         if got["today"]:
             assert drawn_points(st["d"]["today"])[-1][0] <= (end - t0 + BUCKET) / 86400 * width + 36
+        stats = json.loads(await cdp.eval("JSON.stringify(harness.graph.stats)"))
+        assert stats["points"] == len(got["today"]) + len(got["yesterday"]) and stats["loads"] == 1
         shot = await screenshot(cdp, "graph.png")
         assert shot.stat().st_size > 10_000
+    print(f"graph: {stats['points']} buckets drawn in {stats['drawMs']:.1f} ms at {width}px")
 
 
 async def test_graph_refresh_picks_up_new_buckets(tmp_path: Path) -> None:

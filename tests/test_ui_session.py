@@ -46,6 +46,7 @@ class FakeV2:
     issued: list[str] = field(default_factory=list)
     failures: int = 0
     reject_next_read: bool = False
+    busy: bool = False   # the auth branch's 503 while too many scrypt checks run
     log: list[tuple[str, str, str]] = field(default_factory=list)   # method, path?query, Authorization
 
     @web.middleware
@@ -71,6 +72,9 @@ class FakeV2:
         return self.tokens.get(token) and token
 
     async def login(self, request: web.Request) -> web.Response:
+        if self.busy:
+            return web.json_response({"error": "Too many logins in progress, try again later"}, status=503,
+                                     headers={"Retry-After": "1"})
         if self.failures >= 2:
             return web.json_response({"error": "Too many failed logins, try again later"}, status=429,
                                      headers={"Retry-After": "30"})
@@ -189,8 +193,13 @@ async def test_login_shows_the_servers_error_text(tmp_path: Path) -> None:
     fake = FakeV2()
     async with serve(fake.app()) as base, chromium(tmp_path) as cdp:
         await open_harness(cdp, base)
+        fake.busy = True
+        await type_login(cdp, USER, PASSWORD)
+        assert await error_line(cdp) == "Too many logins in progress, try again later (retry in 1 s)"
+        fake.busy = False
         await type_login(cdp, USER, "wrong")
-        assert await error_line(cdp) == "Invalid username or password"
+        assert await error_line(cdp, "Too many logins in progress, try again later (retry in 1 s)") == \
+            "Invalid username or password"
         await cdp.eval("document.querySelector('#login [data-role=login-error]').textContent = 'x'")
         await type_login(cdp, "mallory", PASSWORD)
         assert await error_line(cdp, "x") == "Invalid username or password"
@@ -198,7 +207,7 @@ async def test_login_shows_the_servers_error_text(tmp_path: Path) -> None:
         assert await error_line(cdp, "Invalid username or password") == \
             "Too many failed logins, try again later (retry in 30 s)"
         assert await cdp.eval("h.logins") == 0 and fake.issued == []
-        assert len(fake.sent("POST", "/billing/api/v2/authentication/login")) == 3
+        assert len(fake.sent("POST", "/billing/api/v2/authentication/login")) == 4
 
 
 async def test_token_refreshes_before_expiry(tmp_path: Path) -> None:

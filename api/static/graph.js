@@ -8,9 +8,10 @@
 // and its params). Optional third argument: {intervalMs (15000), params: () => extra params such as
 // {s_server}}. Each series is a <path data-series="today|yesterday|hour" data-points="t:v,..."> whose
 // data-points lists every bucket exactly (t = epoch of the bucket start, v = total) while the drawn line is
-// reduced to at most two points per pixel column, so a day (5,760 buckets) stays cheap to draw. Colours
-// come from CSS variables (--ac-graph-today, --ac-graph-yesterday, --ac-graph-hour, --ac-graph-grid) and
-// text uses currentColor, so a dark "wall" theme only has to set `color` and, if it likes, the variables.
+// reduced to at most two points per pixel column, so a day (5,760 buckets) stays cheap to draw. The handle
+// also carries `stats` {loads, draws, drawMs, points, lastPeriodStart}: cheap self-measurement for the tests.
+// Colours come from CSS variables (--ac-graph-today, --ac-graph-yesterday, --ac-graph-hour, --ac-graph-grid)
+// and text uses currentColor, so a dark "wall" theme only has to set `color` and, if it likes, the variables.
 // After the first load a refresh asks only for the last two minutes (the newest buckets are still filling).
 "use strict";
 (() => {
@@ -85,6 +86,7 @@
     const st = { pts: [], bucket: BUCKET, day0: null, until: null, now: Date.now() / 1000, inflight: null,
       timer: 0, frame: 0, stopped: false, error: "" };
 
+    const stats = { loads: 0, draws: 0, drawMs: 0, points: 0, lastPeriodStart: null };  // self-measurement
     const root = document.createElement("div");
     root.className = "ac-graph";
     root.style.color = "inherit";
@@ -181,6 +183,7 @@
     function draw() {
       st.frame = 0;
       if (st.stopped) return;
+      const started = performance.now();
       const width = Math.max(240, Math.floor(container.clientWidth || 600));
       const n = st.now;
       const s = series(n);
@@ -211,6 +214,9 @@
       answered.textContent = last ? String(last[2]) : "–";
       at.textContent = last ? `(at ${clockText(last[0])}:${pad2(new Date(last[0] * 1000).getSeconds())})` : "";
       err.textContent = st.error;
+      stats.draws += 1;
+      stats.drawMs = performance.now() - started;
+      stats.points = st.pts.length;
     }
 
     const schedule = () => { if (!st.frame && !st.stopped) st.frame = requestAnimationFrame(draw); };
@@ -236,6 +242,8 @@
       got.sort((a, b) => a[0] - b[0]);
       if (Number(body.bucket_seconds) > 0) st.bucket = Number(body.bucket_seconds);
       st.pts = full ? got : st.pts.filter((p) => p[0] >= y0 && p[0] < since).concat(got);
+      stats.loads += 1;
+      stats.lastPeriodStart = since;
       st.day0 = y0;
       st.until = until;
       st.now = n;
@@ -264,6 +272,7 @@
 
     return {
       refresh,
+      stats,
       stop() {
         st.stopped = true;
         clearInterval(st.timer);

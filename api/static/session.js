@@ -4,7 +4,7 @@
 //
 //   ActiveCallsSession.mountLogin(form, (session) => ...)  fills `form` with username/password/submit and an
 //       error line; POSTs /billing/api/v2/authentication/login with Basic and shows the server's error text
-//       (a 429 also its Retry-After). Returns {showError(text)} for the page (e.g. "Session expired").
+//       (with its Retry-After on a 429 or 503). Returns {showError(text)} for the page (e.g. "Session expired").
 //   ActiveCallsSession.login(username, password) -> Promise<Session> (rejects with the error text).
 //   session.user {id, username, role, name}, .mayHangUp, .expiresAt (Date, browser clock), .active
 //   session.authorize(headers) -> the same headers (Headers or a plain object) with Authorization: Bearer
@@ -46,7 +46,7 @@
 
   function errorText(resp, body, what) {
     const msg = body && typeof body.error === "string" && body.error ? body.error : `${what} (HTTP ${resp.status})`;
-    return resp.status === 429 ? msg + retryAfter(resp.headers.get("Retry-After")) : msg;
+    return msg + retryAfter(resp.headers.get("Retry-After"));  // 429, and a 503 "busy" says when, too
   }
 
   function confirmDialog(text) {
