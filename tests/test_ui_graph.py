@@ -61,6 +61,7 @@ STATE = """JSON.stringify({
   hourWidth: Number(document.querySelector('#g svg[data-panel=hour]').getAttribute('width')),
   dayHeight: Number(document.querySelector('#g svg[data-panel=day]').getAttribute('height')),
   xLabels: [...document.querySelectorAll('#g svg[data-panel=day] [data-role=x-label]')].map(t => t.textContent),
+  hourLabels: [...document.querySelectorAll('#g svg[data-panel=hour] [data-role=x-label]')].map(t => t.textContent),
 })"""
 LOADED = "(p => p && p.dataset.points.length > 0)(document.querySelector('#g path[data-series=yesterday]'))"
 
@@ -171,6 +172,8 @@ async def test_graph_series_equal_the_served_buckets(tmp_path: Path) -> None:
         assert st["total"] == str(data[end][0]) and st["answered"] == str(data[end][1])
         assert st["error"] == ""
         assert st["xLabels"][0] == "00:00" and st["xLabels"][-1] == "24:00"
+        assert 4 <= len(st["hourLabels"]) <= 6 and all(re.fullmatch(r"\d\d:\d0", t) for t in st["hourLabels"]), \
+            f"local round minutes: {st['hourLabels']}"
         # drawing is bounded: at most two points per pixel column whatever the bucket count
         width, height = st["width"], st["dayHeight"]
         assert width == 900

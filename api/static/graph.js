@@ -189,8 +189,7 @@
       const s = series(n);
       for (const el of [day, hour]) el.dataset.now = String(n);
       const dayFrac = (a, b) => (t) => Math.min(1, Math.max(0, (t - a) / (b - a)));
-      const y1 = s.t0;
-      const todayFrac = dayFrac(s.t0, s.t1), yesterdayFrac = dayFrac(s.y0, y1);
+      const todayFrac = dayFrac(s.t0, s.t1), yesterdayFrac = dayFrac(s.y0, s.t0);
       const step = [1, 2, 3, 4, 6, 12].find((k) => (width - 44) / (24 / k) >= 44) || 12;
       const ticks = [];
       const d0 = new Date(s.t0 * 1000);
@@ -204,8 +203,12 @@
           { name: "today", points: s.today, frac: todayFrac }],
       });
       const hourFrac = dayFrac(s.hourStart, n);
+      // ticks on the local clock's round minutes (a +05:45 zone is not aligned with epoch multiples)
+      const every = [600, 900, 1200, 1800].find((k) => (width - 44) / (3600 / k) >= 48) || 1800;
       const hourTicks = [];
-      for (let t = Math.ceil(s.hourStart / 600) * 600; t <= n; t += 600) hourTicks.push([t, clockText(t)]);
+      const localOffset = (t) => -new Date(t * 1000).getTimezoneOffset() * 60;
+      const first = Math.ceil((s.hourStart + localOffset(s.hourStart)) / every) * every - localOffset(s.hourStart);
+      for (let t = first; t <= n; t += every) hourTicks.push([t, clockText(t)]);
       drawPanel(hour, width, 110, { max: maxOf(s.hour), ticks: hourTicks, frac: hourFrac, nowFrac: null,
         series: [{ name: "hour", points: s.hour, frac: hourFrac }] });
       // the newest bucket, with its time: an idle system may store no bucket at all, so the age shows
