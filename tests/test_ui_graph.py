@@ -42,7 +42,9 @@ window.made = 0;
 const q = new URLSearchParams(location.search);
 window.harness = { graph: window.ActiveCallsGraph.startGraph(document.getElementById("g"), async (path, params) => {
   window.made += 1;
-  const r = await fetch(path + "?" + new URLSearchParams({ ...params, u: "admin", hash: "h" }));
+  // as the page does: a POST form, credentials never in the URL
+  const r = await fetch(path + "?format=json", { method: "POST",
+    body: new URLSearchParams({ ...params, u: "admin", hash: "h" }) });
   if (!r.ok) throw new Error("HTTP " + r.status);
   return r.json();
 }, { intervalMs: Number(q.get("interval") || 15000) }) };
@@ -76,7 +78,7 @@ class FakeHistory:
     fail: int = 0   # answer {"error": "Access Denied"} with this status instead of the points
 
     async def handle(self, request: web.Request) -> web.Response:
-        q = dict(request.query)
+        q = {**request.query, **{k: str(v) for k, v in (await request.post()).items()}}
         self.requests.append(q)
         if self.fail:
             return web.json_response({"error": "Access Denied"}, status=self.fail)
@@ -146,7 +148,7 @@ async def open_graph(cdp: Cdp, base: str, query: str = "") -> dict[str, Any]:
 
 def graph_app(fake: FakeHistory) -> web.Application:
     app = static_app({"/harness/graph.html": HARNESS})
-    app.router.add_get("/billing/api/active_calls_history", fake.handle)
+    app.router.add_post("/billing/api/active_calls_history", fake.handle)
     return app
 
 
