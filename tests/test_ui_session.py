@@ -145,6 +145,12 @@ async def test_login_keeps_the_token_in_memory_only(tmp_path: Path) -> None:
     fake = FakeV2()
     async with serve(fake.app()) as base, chromium(tmp_path) as cdp:
         await open_harness(cdp, base)
+        form = json.loads(await cdp.eval("""(f => JSON.stringify({method: f.method,
+            inputs: [...f.querySelectorAll('input')].map(i => [i.name, i.type, i.autocomplete]),
+            error: f.querySelector('[data-role=login-error]').getAttribute('role')}))(
+            document.getElementById('login'))"""))
+        assert form == {"method": "post", "error": "alert", "inputs": [["username", "text", "username"],
+                                                                      ["password", "password", "current-password"]]}
         await type_login(cdp, USER, PASSWORD)
         await wait_js(cdp, "h.logins === 1")
         [token] = fake.issued
