@@ -12,9 +12,8 @@ from operator import attrgetter
 
 from aiohttp import web
 
-from api.deps import DEPS_KEY, FIELDS_KEY, RENDERER_KEY
+from api.deps import DEPS_KEY, JSON_RENDERER_KEY, RENDERER_KEY
 from api.errors import NO_DATA, Envelope, MorError
-from api.jsonout import rows_json
 from api.responses import json_response, wants_json, xml_response
 from api.selection import authorize, check_method, select_rows
 
@@ -38,7 +37,10 @@ async def active_calls_get(request: web.Request) -> web.Response:
         raise MorError(NO_DATA, Envelope.MESSAGE)
     rows.sort(key=_BY_ID)
     if wants_json(request):
-        return json_response(rows_json(request.app[FIELDS_KEY], rows, sel.now))
+        json_renderer = request.app[JSON_RENDERER_KEY]
+        body = json_renderer.render_rows(rows, sel.now)
+        json_renderer.prune(table, len(table))
+        return json_response(body)
     renderer = request.app[RENDERER_KEY]
     body = renderer.render_calls(rows, sel.now)
     renderer.prune(table, len(table))

@@ -16,8 +16,10 @@ from aiohttp.typedefs import Handler, Middleware
 from api.active_calls import active_calls_get
 from api.background import background
 from api.clienterrors import install_client_error_limiter
-from api.deps import DEPS_KEY, FIELDS_KEY, RENDERER_KEY, ApiDeps
+from api.deps import DEPS_KEY, FIELDS_KEY, JSON_RENDERER_KEY, RENDERER_KEY, ApiDeps
+from api.entities import add_entities_routes
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.jsonout import JsonRenderer
 from api.responses import error_response
 from api.rows import RowFields
 from api.settings import ApiSettings
@@ -83,7 +85,8 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
                middlewares: Iterable[Middleware] = (),
                stream: StreamSettings | None = None) -> web.Application:
     """A ready-to-run application serving ``active_calls_get`` on ``deps.settings.paths``, plus
-    ``active_calls_totals``, ``active_calls_stream`` (docs/api-extensions.md) and the page at ``/``.
+    ``active_calls_totals``, ``active_calls_stream``, ``active_calls_entities`` (docs/api-extensions.md)
+    and the page at ``/``.
 
     ``middlewares`` run inside the error middleware, so their exceptions are rendered too.
     ``stream`` tunes the push stream (queue bounds, keepalive); the defaults suit production."""
@@ -92,13 +95,15 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     app = web.Application(middlewares=[mor_error_middleware, *middlewares],
                           client_max_size=settings.max_body)
     app[DEPS_KEY] = deps
-    fields = app[FIELDS_KEY] = RowFields(settings.zone(), disconnected=deps.disconnected)
+    fields = app[FIELDS_KEY] = RowFields(settings.zone(), disconnected=deps.disconnected, refs=deps.refs)
     app[RENDERER_KEY] = RowRenderer(fields)
+    app[JSON_RENDERER_KEY] = JsonRenderer(fields)
     for path in settings.paths:
         app.router.add_route("*", path, active_calls_get)
     for path in TOTALS_PATHS:
         app.router.add_route("*", path, active_calls_totals)
     add_stream_routes(app, stream or StreamSettings())
+    add_entities_routes(app)
     add_ui_routes(app)
     app.router.add_routes(list(routes))
     if settings.prerender_interval is not None:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from api.auth import Principal
 from api.changes import ChangeHub
+from api.jsonout import JsonRenderer
 from api.rows import RowFields
 from api.settings import ApiSettings
 from api.tokens import TokenIssuer
@@ -20,7 +21,7 @@ from api.xml import RowRenderer
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 
-__all__ = ["ApiDeps", "DEPS_KEY", "FIELDS_KEY", "RENDERER_KEY"]
+__all__ = ["ApiDeps", "DEPS_KEY", "FIELDS_KEY", "JSON_RENDERER_KEY", "RENDERER_KEY"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,3 +46,4 @@ class ApiDeps:
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)
 RENDERER_KEY = web.AppKey("api_row_renderer", RowRenderer)
 FIELDS_KEY = web.AppKey("api_row_fields", RowFields)  # the renderer's own, for the JSON outputs
+JSON_RENDERER_KEY = web.AppKey("api_json_renderer", JsonRenderer)  # JSON row lists, cached per row

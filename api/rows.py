@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from collector.live.table import LiveCall
+from collector.refdata.index import RefIndex
+from collector.refdata.model import Server
 
-__all__ = ["CALL_FIELDS", "DST_FIELDS", "DURATION_AT", "RowFields", "clean_text", "duration_seconds"]
+__all__ = ["CALL_FIELDS", "DST_FIELDS", "DURATION_AT", "RowFields", "clean_text", "duration_seconds",
+           "server_name"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,12 @@ def clean_text(value: object) -> str | None:
     return _NOT_XML_CHAR.sub("", text) or None
 
 
+def server_name(server: Server) -> str:
+    """What a server is called where the API names one (JSON rows, the entities list): its hostname, else
+    its IP, else its id; cleaned like every other text."""
+    return clean_text(server.hostname) or clean_text(server.server_ip) or str(server.id)
+
+
 def duration_seconds(now: float, answered: float | None) -> int | None:
     """Whole seconds since the answer; None when not answered or the clock/row is broken (inf/nan)."""
     if answered is None:
@@ -62,16 +71,30 @@ def duration_seconds(now: float, answered: float | None) -> int | None:
         return None
 
 
+_NO_SERVERS: Mapping[int, Server] = {}
+_MISS = object()
+_TIME_CACHE = 65_536  # formatted timestamps kept (a start and an answer per live call), then forgotten
+
+
 class RowFields:
     """A row's field names and values (``answer_time`` formatted in the configured zone)."""
 
-    __slots__ = ("_zone", "disconnected")
+    __slots__ = ("_zone", "_refs", "_times", "disconnected")
 
     def __init__(self, zone: ZoneInfo | None,
-                 disconnected: Callable[[], Collection[int]] = frozenset) -> None:
+                 disconnected: Callable[[], Collection[int]] = frozenset,
+                 refs: Callable[[], RefIndex] | None = None) -> None:
         self._zone = zone
+        self._refs = refs
+        # timestamp → its text: a call's start and answer times never change, and JSON renders every row
+        # on every request (no row cache there), so each is formatted once, not once per request
+        self._times: dict[float, str | None] = {}
         #: server ids disconnected now (JSON's ``stale``; MOR's XML has no such field)
         self.disconnected = disconnected
+
+    def servers(self) -> Mapping[int, Server]:
+        """The current reference data's servers (JSON's ``server_name``); none without reference data."""
+        return self._refs().servers if self._refs is not None else _NO_SERVERS
 
     @staticmethod
     def tags(row: LiveCall) -> tuple[str, ...]:
@@ -93,11 +116,22 @@ class RowFields:
         return values
 
     def time(self, ts: float | None) -> str | None:
+        """``YYYY-MM-DD HH:MM:SS`` in the configured zone; None for None or an unrenderable value."""
         if ts is None:
             return None
+        times = self._times
+        text = times.get(ts, _MISS)
+        if text is _MISS:
+            text = self._format(ts)
+            if len(times) >= _TIME_CACHE:
+                times.clear()
+            times[ts] = text
+        return text  # type: ignore[return-value]
+
+    def _format(self, ts: float) -> str | None:
         try:
             dt = datetime.fromtimestamp(ts, self._zone) if self._zone else datetime.fromtimestamp(ts)
         except (OverflowError, OSError, ValueError):
-            log.warning("api unrenderable answer_time=%r", ts)
+            log.warning("api unrenderable time=%r", ts)
             return None
         return dt.strftime("%Y-%m-%d %H:%M:%S")

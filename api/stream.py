@@ -32,10 +32,10 @@ from aiohttp import web
 
 from api.background import background
 from api.changes import Change, ChangeHub, Inbox
-from api.deps import DEPS_KEY, FIELDS_KEY
+from api.deps import DEPS_KEY, FIELDS_KEY, JSON_RENDERER_KEY
 from api.errors import Envelope, MorError
 from api.filters import parse_id
-from api.jsonout import dumps, row_object, rows_json
+from api.jsonout import dumps, row_object
 from api.rows import RowFields
 from api.scope import RowPredicate
 from api.selection import Selection, authorize, check_method, select_rows
@@ -280,9 +280,12 @@ async def active_calls_stream(request: web.Request) -> web.StreamResponse:
             if not missed:
                 first += b": resumed\nid: %d\n\n" % cursor
     else:
-        rows = select_rows(deps.rows(), sel.predicates)
+        table = deps.rows()
+        rows = select_rows(table, sel.predicates)
         rows.sort(key=_BY_ID)
-        snapshot = rows_json(request.app[FIELDS_KEY], rows, deps.clock())
+        renderer = request.app[JSON_RENDERER_KEY]
+        snapshot = renderer.render_rows(rows, deps.clock())
+        renderer.prune(table, len(table))
         first = retry + _frame(cursor, b"snapshot", snapshot)
     if inbox is not None and scoped is not None:
         hub.attach(scoped, inbox)

@@ -2,7 +2,8 @@
 
 Counted from the live rows on every request with the very selection ``active_calls_get`` uses
 (``api.selection``), never from a running +1/−1 counter: a counter drifts the first time an
-event is lost or a resync corrects the table, the rows cannot.
+event is lost or a resync corrects the table, the rows cannot. Groups of users, devices, providers and
+DIDs carry the record's MOR ``call_limit``, so a page can show "48 / 100" from one answer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from collector.tracking.calls import CallStatus
 
-__all__ = ["BAD_GROUP_BY", "GROUP_BY", "Group", "Totals", "active_calls_totals", "count", "render_json",
+__all__ = ["BAD_GROUP_BY", "GROUP_BY", "LIMITED", "Group", "Totals", "active_calls_totals", "count", "render_json",
            "render_xml"]
 
 Key = int | str | None
@@ -55,6 +56,14 @@ GROUP_BY: dict[str, KeyOf] = {
 }
 BAD_GROUP_BY = "Group by value must be one of: " + ", ".join(GROUP_BY)
 
+#: ``group_by`` values whose groups are records with MOR's ``call_limit``: the record of a group's key.
+LIMITED: dict[str, Callable[[RefIndex, int], object]] = {
+    "user": lambda refs, key: refs.users.get(key),
+    "device": lambda refs, key: refs.devices.get(key),
+    "provider": lambda refs, key: refs.providers.get(key),
+    "did": lambda refs, key: refs.dids.get(key),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Group:
@@ -62,6 +71,7 @@ class Group:
     name: str
     total: int
     answered: int
+    call_limit: int | None = None  # the record's limit (group_by in ``LIMITED``); None: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +104,13 @@ def count(rows: Sequence[LiveCall], refs: RefIndex, group_by: str | None) -> Tot
         totals[key] += 1
         if row.call.status is answered:
             answers[key] += 1
-    groups = sorted((Group(k, names[k], totals[k], answers[k]) for k in names), key=_order)
+    record_of = LIMITED.get(group_by)
+    limits: dict[Key, int | None] = {}
+    if record_of is not None:
+        for k in names:
+            record = record_of(refs, k) if isinstance(k, int) else None
+            limits[k] = getattr(record, "call_limit", None)
+    groups = sorted((Group(k, names[k], totals[k], answers[k], limits.get(k)) for k in names), key=_order)
     return Totals(len(rows), n_answered, group_by, tuple(groups))
 
 
@@ -112,6 +128,8 @@ def render_xml(t: Totals) -> bytes:
             etree.SubElement(el, "name").text = clean_text(g.name)
             etree.SubElement(el, "total").text = str(g.total)
             etree.SubElement(el, "answered").text = str(g.answered)
+            if g.call_limit is not None:
+                etree.SubElement(el, "call_limit").text = str(g.call_limit)
     etree.indent(page, space="  ")
     return XML_DECLARATION + etree.tostring(page, encoding="UTF-8") + b"\n"
 
@@ -120,8 +138,11 @@ def render_json(t: Totals) -> bytes:
     doc: dict[str, object] = {"totals": {"total": t.total, "answered": t.answered}}
     if t.group_by is not None:
         doc["group_by"] = t.group_by
-        doc["groups"] = [{"key": g.key, "name": clean_text(g.name), "total": g.total, "answered": g.answered}
-                         for g in t.groups]
+        groups = doc["groups"] = [{"key": g.key, "name": clean_text(g.name), "total": g.total,
+                                   "answered": g.answered} for g in t.groups]
+        if t.group_by in LIMITED:  # every group of these carries the key: a number, or null for no limit
+            for obj, g in zip(groups, t.groups, strict=True):
+                obj["call_limit"] = g.call_limit
     return dumps(doc)
 
 

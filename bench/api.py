@@ -2,7 +2,8 @@
 
 The server runs in a child process (its own core and GIL); this process is the client. Measures
 (a) a filtered query returning about 10 calls, (b) the full list as admin (cold: first request after
-start, then warm), (c) 200 concurrent clients for a bounded time: requests/s, errors, latencies.
+start, then warm; and as ``format=json``, which has no row cache), (c) 200 concurrent clients for a
+bounded time: requests/s, errors, latencies.
 
     .venv/bin/python bench/api.py [--calls 10000] [--seconds 10] [--clients 200]
 
@@ -233,6 +234,13 @@ async def run_bench(port: int, world: World, seconds: float, clients: int) -> No
             t, status, body = await timed(session, url, signed(refs, "admin", s_status="answered"))
             samples.append(t)
         print(line("(b') admin s_status=answered", samples, f"({body.count(b'<active_call>')} calls)"))
+        samples = []
+        json_url = url + "?format=json"
+        for _ in range(30):
+            t, status, body = await timed(session, json_url, signed(refs, "admin"))
+            assert status == 200 and body.count(b'"uniqueid"') == len(world.rows), body[:200]
+            samples.append(t)
+        print(line("(b'') full list as admin, format=json", samples, f"{len(body) / 1e6:.1f} MB"))
 
     # (c) concurrent clients, bounded time, a realistic mix
     errors = 0

@@ -83,7 +83,8 @@ def mor_rows(data: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, list[
         out["users"].append({"id": u["id"], "username": u["username"], "password": "x", "usertype": u["usertype"],
                              "first_name": _none(u.get("first_name", ""), ""),
                              "last_name": _none(u.get("last_name", ""), ""),
-                             "owner_id": u.get("owner_id", 0), "time_zone": None, "balance": 12.5})
+                             "owner_id": u.get("owner_id", 0), "time_zone": None, "balance": 12.5,
+                             "call_limit": u.get("call_limit") or 0})  # MOR's "no limit" is 0 here
         if u.get("api_secret_key"):
             out["conflines"].append({"name": "API_Secret_Key", "value": u["api_secret_key"], "owner_id": u["id"],
                                      "value2": None})
@@ -95,16 +96,17 @@ def mor_rows(data: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, list[
                                "user_id": d["user_id"], "extension": _none(d.get("extension", ""), ""),
                                "username": d["name"], "istrunk": d.get("istrunk", 0), "ani": d.get("ani", 0),
                                "location_id": d.get("location_id", 1), "server_id": 1, "secret": "devsecret",
-                               "callerid": None, "description": None})
+                               "callerid": None, "description": None,
+                               "call_limit": d.get("call_limit")})  # ... and NULL here
     for p in data.get("providers", ()):
         dev = PROVIDER_DEVICE_BASE + p["id"]
         out["devices"].append({"id": dev, "name": p["peer"], "device_type": p["tech"], "user_id": -1,
                                "extension": None, "username": p["peer"], "istrunk": 1, "ani": 0,
                                "location_id": 1, "server_id": 1, "secret": "trunksecret", "callerid": None,
-                               "description": None})
+                               "description": None, "call_limit": 999})  # the trunk device's: not ours
         out["providers"].append({"id": p["id"], "name": p["name"], "tech": p["tech"], "device_id": dev,
                                  "user_id": p.get("user_id", 0), "server_ip": "10.0.0.1", "password": "pw",
-                                 "common_use": 0})
+                                 "common_use": 0, "call_limit": p.get("call_limit") or -1})
     for s in data.get("servers", ()):
         out["servers"].append({"id": s["id"] + 40, "server_id": s["id"], "server_ip": _none(s.get("server_ip", ""), ""),
                                "hostname": _none(s.get("hostname", ""), ""), "comment": s.get("comment", ""),
@@ -121,7 +123,7 @@ def mor_rows(data: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, list[
         out["dids"].append({"id": d["id"], "did": d["did"], "status": d.get("status", "active"),
                             "user_id": d.get("user_id", 0), "device_id": d.get("device_id", 0),
                             "reseller_id": d.get("reseller_id", 0), "provider_id": d.get("provider_id", 0),
-                            "dialplan_id": 0})
+                            "dialplan_id": 0, "call_limit": d.get("call_limit") or 0})
     for loc in data.get("locations", ()):
         out["locations"].append({"id": loc["id"], "name": loc["name"], "user_id": 0})
     for r in data.get("locationrules", ()):

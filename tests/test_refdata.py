@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from collector.refdata.importer import ImportValidationError, demo_data, import_data, import_file, load_demo
 from collector.refdata.model import RefData, User
 from collector.refdata.store import (
+    CALL_LIMIT_TABLES,
     MIGRATIONS,
     REF_TABLES,
     SCHEMA_VERSION,
@@ -74,8 +75,11 @@ def test_schema_columns_match_the_records(db_path: Path) -> None:
             cols = {c.name: c for c in db.table(table).columns}
             assert list(cols) == [f.name for f in dataclasses.fields(cls)], table
             for f in dataclasses.fields(cls):
-                assert cols[f.name].type == ("INTEGER" if f.type == "int" else "TEXT"), (table, f.name)
-                assert cols[f.name].notnull, (table, f.name)
+                assert cols[f.name].type == ("INTEGER" if f.type in ("int", "int | None") else "TEXT"), \
+                    (table, f.name)
+                # only the limits (None = no limit) may be NULL; every other column has its default
+                assert cols[f.name].notnull == (f.type != "int | None"), (table, f.name)
+            assert ("call_limit" in cols) == (table in CALL_LIMIT_TABLES), table
             assert db.table(table).pks == ["id"]
     finally:
         db.close()

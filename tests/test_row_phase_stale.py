@@ -14,7 +14,8 @@ def test_phase_and_stale_in_json_only() -> None:
     fields = RowFields(None, disconnected=lambda: {row.call.server_id})
     obj = row_object(fields, row, NOW)
     assert obj["status"] == "Answered" and obj["phase"] == "transferring" and obj["stale"] is True
-    assert list(obj)[-3:] == ["server_id", "phase", "stale"]
+    assert list(obj)[-9:] == ["server_id", "server_name", "start_time", "start_epoch", "answer_epoch", "did", "dst",
+                              "phase", "stale"]  # the fixed JSON-only keys, then the conditional ones
     plain = row_object(RowFields(None), answered, NOW)
     assert "phase" not in plain and "stale" not in plain
     assert b'"stale":true' in rows_json(fields, [row], NOW)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.api_support import NOW, REFS, ROWS, SECRETS, signed, with_settings
 
 STREAM = "/billing/api/active_calls_stream"
 GET = "/billing/api/active_calls_get?format=json"
+EXTRAS = ("server_id", "server_name", "start_time", "start_epoch", "answer_epoch", "did", "dst")
 
 
 # ----------------------------------------------------------------------------- an SSE client
@@ -201,6 +203,37 @@ async def test_snapshot_and_deltas_follow_visibility_for_every_role(served: Any)
             assert ids == sorted(ids) and len(set(ids)) == len(ids)  # monotonic
         for _p, sse in clients:
             sse.resp.close()
+
+
+async def test_stream_rows_carry_the_json_extras(served: Any) -> None:
+    """Snapshot and delta rows are ``active_calls_get``'s JSON rows: the extras too, in the API zone."""
+    world = World()
+    base = await served(world.app(timezone="Europe/Vilnius"))  # UTC+2 in November
+    by_id = {r.id: r for r in ROWS}
+
+    def expected(row: LiveCall) -> dict[str, Any]:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(row.call.start_time) + 7200))
+        return {"server_id": row.call.server_id, "server_name": REFS.servers[row.call.server_id].hostname,
+                "start_time": start, "start_epoch": row.call.start_time, "answer_epoch": row.call.answer_time,
+                "did": row.info.did or None, "dst": row.call.dst or None}
+
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(base + STREAM, params=signed("admin"))
+        sse = Sse(resp)
+        snap = await sse.next()
+        assert snap.event == "snapshot" and len(snap.data["active_calls"]) == len(ROWS)
+        for got in snap.data["active_calls"]:
+            assert {k: got[k] for k in EXTRAS} == expected(by_id[got["id"]]), got["id"]
+        moved = LiveCall(12, by_id[6].call._replace(server_id=1, dst="37052000003", start_time=NOW - 7.5),
+                         by_id[6].info)
+        world.put(moved)
+        added = await sse.next()
+        assert added.event == "call_added" and {k: added.data[k] for k in EXTRAS} == expected(moved)
+        assert added.data["did"] == "37052000003" and added.data["server_name"] == "pbx1"
+        world.put(_answered(moved))
+        updated = await sse.next()
+        assert updated.event == "call_updated" and updated.data["answer_epoch"] == NOW - 2
+        resp.close()
 
 
 async def test_last_event_id_resume_loses_nothing_and_old_ids_get_a_snapshot(served: Any) -> None:

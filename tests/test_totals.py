@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from lxml import etree
 
 from api.totals import BAD_GROUP_BY, GROUP_BY
+from collector.refdata.index import RefIndex
 from tests.api_support import (
     PATH,
     REFS,
@@ -152,3 +154,46 @@ async def test_totals_json_equals_xml(aiohttp_client: Any) -> None:
                     for g in doc["groups"]] == [
                 (g.findtext("key") or "", g.findtext("name") or "", int(g.findtext("total") or -1),
                  int(g.findtext("answered") or -1)) for g in root.iterfind("groups/group")]
+
+
+def _limited_refs() -> RefIndex:
+    """The shared world with limits on some users, devices, providers and DIDs (others: no limit)."""
+    limits = {"users": {4: 100, 3: 2}, "devices": {10: 5}, "providers": {1: 30}, "dids": {1: 4}}
+    data = dataclasses.replace(REFS.data, **{
+        table: tuple(dataclasses.replace(r, call_limit=limits[table][r.id]) if r.id in limits[table] else r
+                     for r in getattr(REFS.data, table)) for table in limits})
+    return RefIndex.build(data)
+
+
+async def test_groups_of_limited_records_carry_call_limit(aiohttp_client: Any) -> None:
+    refs = _limited_refs()
+    client = await aiohttp_client(make_app(refs=refs))
+    tables: dict[str, dict[int, Any]] = {"user": refs.users, "device": refs.devices, "provider": refs.providers,
+                                         "did": refs.dids}
+    for group_by in GROUP_BY:
+        params = signed("admin", group_by=group_by)
+        root = parse(await (await client.post(TOTALS, data=params)).read())
+        doc = await (await client.post(TOTALS + "?format=json", data=params)).json()
+        assert len(doc["groups"]) == len(root.findall("groups/group")) > 0
+        for el, g in zip(root.iterfind("groups/group"), doc["groups"], strict=True):
+            table = tables.get(group_by)
+            record = table.get(g["key"]) if table is not None and g["key"] is not None else None
+            want = record.call_limit if record is not None else None
+            tags = [c.tag for c in el]
+            if table is None:  # servers, directions, destination groups have no limit: no key at all
+                assert "call_limit" not in g and "call_limit" not in tags, group_by
+                continue
+            assert g["call_limit"] == want, (group_by, g)
+            if want is None:  # XML: the element only when a limit is set
+                assert tags == ["key", "name", "total", "answered"], (group_by, g)
+            else:
+                assert tags == ["key", "name", "total", "answered", "call_limit"], (group_by, g)
+                assert el.findtext("call_limit") == str(want)
+        if group_by in tables:  # the world's limits show up (row 1 and 2: alice, device 10, prov1 …)
+            assert any(g["call_limit"] is not None for g in doc["groups"]), group_by
+    # the shared world has no limits: every group of a limited kind says null, XML has no element
+    plain = await aiohttp_client(make_app())
+    doc = await (await plain.post(TOTALS + "?format=json", data=signed("admin", group_by="user"))).json()
+    assert [g["call_limit"] for g in doc["groups"]] == [None] * len(doc["groups"])
+    body = await (await plain.post(TOTALS, data=signed("admin", group_by="user"))).read()
+    assert b"call_limit" not in body

@@ -11,20 +11,18 @@ owner 0 is the admin). No SQL foreign keys are declared for that reason; referen
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
 import sqlite3
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
 from importlib import resources
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NoReturn
 
 from collector.refdata.errors import ImportValidationError, RefDataError
+from collector.refdata.importrows import SPECS, Row, parse_file, parse_rows
 from collector.refdata.index import tech_class
 from collector.refdata.store import REF_TABLES, open_db
 
@@ -38,95 +36,9 @@ log = logging.getLogger(__name__)
 USERTYPES = frozenset(("admin", "reseller", "user", "accountant"))
 LR_TYPES = frozenset(("dst", "src"))
 _DIGITS = re.compile(r"[0-9]+")
-_CSV_INT = re.compile(r"[+-]?[0-9]+")
 
 
 # ---------------------------------------------------------------------------------------------- import
-@dataclass(frozen=True, slots=True)
-class _Col:
-    name: str
-    kind: type  # int | str
-    required: bool
-
-
-def _table_columns(cls: type) -> dict[str, _Col]:
-    out = {}
-    for f in fields(cls):
-        kind = int if f.type in ("int", int) else str
-        out[f.name] = _Col(f.name, kind, f.default is MISSING and f.default_factory is MISSING)
-    return out
-
-
-_TABLE_COLS: dict[str, dict[str, _Col]] = {t: _table_columns(c) for t, c in REF_TABLES.items()}
-
-
-class _RowError(Exception):
-    pass
-
-
-def _coerce(col: _Col, value: Any, from_csv: bool) -> Any:
-    if col.kind is int:
-        if from_csv and isinstance(value, str):
-            text = value.strip()
-            if not _CSV_INT.fullmatch(text):
-                raise _RowError(f"{col.name}: expected an integer, got {value!r}")
-            return int(text)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _RowError(f"{col.name}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if not isinstance(value, str):
-        hint = " (quote numbers to keep leading zeros)" if isinstance(value, (int, float)) else ""
-        raise _RowError(f"{col.name}: expected a string, got {type(value).__name__} {value!r}{hint}")
-    return value
-
-
-def _build_record(table: str, raw: Any, from_csv: bool) -> Any:
-    if not isinstance(raw, Mapping):
-        raise _RowError(f"expected an object with column names, got {type(raw).__name__}")
-    cols = _TABLE_COLS[table]
-    if None in raw:  # csv.DictReader: more cells than header columns
-        raise _RowError("more cells than columns in the header")
-    unknown = [k for k in raw if k not in cols]
-    if unknown:
-        raise _RowError(f"unknown column {unknown[0]!r} (known: {', '.join(cols)})")
-    values: dict[str, Any] = {}
-    for name, col in cols.items():
-        value = raw.get(name)
-        if value is None or (from_csv and value == ""):
-            if col.required:
-                raise _RowError(f"missing required column {name!r}")
-            continue
-        values[name] = _coerce(col, value, from_csv)
-    return REF_TABLES[table](**values)
-
-
-def _parse_file(file: Path) -> tuple[dict[str, list[Any]], bool]:
-    """(rows by table, from_csv) of a JSON ``{table: [rows]}`` file or a CSV named after its table."""
-    source = file.name
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportValidationError("", None, f"not UTF-8 text: {exc}", source=source) from None
-    if file.suffix.lower() == ".csv":
-        table = file.stem
-        if table not in REF_TABLES:
-            raise ImportValidationError("", None, f"CSV file name must name a table "
-                                        f"({', '.join(REF_TABLES)}), got {table!r}", source=source)
-        try:
-            reader = csv.DictReader(io.StringIO(text, newline=""))
-            if not reader.fieldnames:
-                raise ImportValidationError(table, None, "empty file: no header line", source=source)
-            rows: list[Any] = list(reader)
-        except csv.Error as exc:
-            raise ImportValidationError(table, None, f"bad CSV: {exc}", source=source) from None
-        return {table: rows}, True
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImportValidationError("", None, f"not valid JSON: {exc}", source=source) from None
-    return data, False
-
-
 def import_file(path: str | Path, file: str | Path, *, replace: bool = False) -> dict[str, int]:
     """Import one JSON (``{table: [rows…]}``) or CSV (``<table>.csv``) file in one transaction.
 
@@ -134,7 +46,7 @@ def import_file(path: str | Path, file: str | Path, *, replace: bool = False) ->
     Any bad row rejects the whole file (``ImportValidationError``) and nothing is written. Returns the
     number of rows written per table."""
     f = Path(file)
-    data, from_csv = _parse_file(f)
+    data, from_csv = parse_file(f)
     return _import(path, data, replace=replace, source=f.name, from_csv=from_csv)
 
 
@@ -142,34 +54,6 @@ def import_data(path: str | Path, data: Any, *, replace: bool = False, source: s
     """``import_file`` for data already in memory (``{table: [row dicts…]}``, JSON types)."""
     return _import(path, data, replace=replace, source=source, from_csv=False)
 
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    """A table's columns prepared once: what a row tuple is (record field order) and how it is written."""
-
-    names: tuple[str, ...]
-    index: dict[str, int]
-    colset: frozenset[str]
-    defaults: dict[str, Any]  # optional columns only
-    types: tuple[type, ...]
-    getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]
-    select_sql: str
-    insert_sql: str
-
-
-def _spec(table: str, cls: type) -> _Spec:
-    names = tuple(f.name for f in fields(cls))
-    assert len(names) >= 2 and names[0] == "id"  # itemgetter of 2+ names returns a tuple
-    defaults = {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[operator]
-                for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
-    cols = ", ".join(f'"{c}"' for c in names)
-    return _Spec(names, {n: i for i, n in enumerate(names)}, frozenset(names), defaults,
-                 tuple(_TABLE_COLS[table][n].kind for n in names), itemgetter(*names),
-                 f'SELECT {cols} FROM "{table}" ORDER BY id',
-                 f'INSERT OR REPLACE INTO "{table}" ({cols}) VALUES ({", ".join("?" * len(names))})')
-
-
-_SPECS: dict[str, _Spec] = {t: _spec(t, c) for t, c in REF_TABLES.items()}
 
 #: The tables each table's rules look into besides its own rows: a table's rules run when it or one of
 #: these changed (an unchanged table whose targets did not change was valid and still is).
@@ -179,38 +63,6 @@ _RULE_TARGETS: dict[str, tuple[str, ...]] = {
     "devices": ("users", "locations"), "providers": ("users",), "dids": ("users", "devices", "providers"),
 }
 assert set(_RULE_TARGETS) == set(REF_TABLES)
-
-Row = tuple[Any, ...]
-
-
-def _parse_rows(table: str, rows: list[Any], from_csv: bool, source: str) -> list[Row]:
-    """The rows as value tuples in record field order. Fast path (C-level key and type checks) for the
-    common row that has exact ``int``/``str`` values; anything else goes through ``_build_record``,
-    which either accepts it the same way or raises the row's error."""
-    spec = _SPECS[table]
-    getter, types, colset, defaults, names = spec.getter, spec.types, spec.colset, spec.defaults, spec.names
-    n = len(names)
-    out: list[Row] = []
-    append = out.append
-    for i, raw in enumerate(rows, 1):
-        if not from_csv and type(raw) is dict and raw.keys() <= colset:
-            try:
-                values = getter(raw if len(raw) == n else {**defaults, **raw})
-            except KeyError:  # a required column missing: the slow path names it
-                pass
-            else:
-                if tuple(map(type, values)) == types:
-                    append(values)
-                    continue
-        try:
-            record = _build_record(table, raw, from_csv)
-        except _RowError as exc:
-            raise ImportValidationError(table, i, str(exc), source=source) from None
-        except TypeError as exc:  # pragma: no cover - records reject nothing _build_record allows
-            raise ImportValidationError(table, i, str(exc), source=source) from None
-        append(tuple(getattr(record, c) for c in names))
-    return out
-
 
 def _import(path: str | Path, data: Any, *, replace: bool, source: str, from_csv: bool) -> dict[str, int]:
     if not isinstance(data, Mapping):
@@ -222,7 +74,7 @@ def _import(path: str | Path, data: Any, *, replace: bool, source: str, from_csv
                                         source=source)
         if not isinstance(rows, list):
             raise ImportValidationError(table, None, "must be a list of rows", source=source)
-        parsed[table] = _parse_rows(table, rows, from_csv, source)
+        parsed[table] = parse_rows(table, rows, from_csv, source)
     for table in REF_TABLES:
         if table in parsed:
             _check_ids(table, parsed[table], source)
@@ -253,7 +105,7 @@ def _import(path: str | Path, data: Any, *, replace: bool, source: str, from_csv
 def _write_rows(conn: sqlite3.Connection, table: str, rows: list[Row]) -> None:
     """Upsert by id: one prepared statement, every column in record order (no per-row dict)."""
     if rows:
-        conn.executemany(_SPECS[table].insert_sql, rows)
+        conn.executemany(SPECS[table].insert_sql, rows)
 
 
 def _replace_rows(conn: sqlite3.Connection, table: str, rows: list[Row]) -> None:
@@ -261,7 +113,7 @@ def _replace_rows(conn: sqlite3.Connection, table: str, rows: list[Row]) -> None
     ones changed are deleted first, then the new and changed ones inserted (so a unique key moving from
     one row to another never meets itself). Same result as emptying the table and inserting everything,
     without rewriting 100,000 destinations and their indexes when one was renamed."""
-    old = {r[0]: r for r in conn.execute(_SPECS[table].select_sql)}
+    old = {r[0]: r for r in conn.execute(SPECS[table].select_sql)}
     write = [r for r in rows if old.get(r[0]) != r]
     drop = old.keys() - {r[0] for r in rows}
     drop.update(r[0] for r in write if r[0] in old)
@@ -302,7 +154,7 @@ class _State:
             if new is not None and replace:
                 self.rows[table] = {r[0]: r for r in new}
                 continue
-            rows = {r[0]: r for r in conn.execute(_SPECS[table].select_sql)}
+            rows = {r[0]: r for r in conn.execute(SPECS[table].select_sql)}
             for r in new or ():
                 rows.pop(r[0], None)  # keep file order for blame: an updated row counts as the file's
                 rows[r[0]] = r
@@ -349,20 +201,20 @@ class _State:
         return found
 
     def nonempty(self, table: str, rid: int, row: Row, *columns: str) -> None:
-        index = _SPECS[table].index
+        index = SPECS[table].index
         for c in columns:
             if not str(row[index[c]]).strip():
                 self.fail(table, rid, f"{c} must not be empty")
 
     def flag(self, table: str, rid: int, row: Row, *columns: str) -> None:
-        index = _SPECS[table].index
+        index = SPECS[table].index
         for c in columns:
             if row[index[c]] not in (0, 1):
                 self.fail(table, rid, f"{c} must be 0 or 1, got {row[index[c]]}")
 
 
 def _col(table: str, name: str) -> int:
-    return _SPECS[table].index[name]
+    return SPECS[table].index[name]
 
 
 def _validate(st: _State) -> None:

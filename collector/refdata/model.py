@@ -1,7 +1,9 @@
 """Reference data records (MOR's table and column names) and the enrichment result.
 
 Contract between the loader (``refdata``), enrichment (``enrich``), the live table and the API. Records
-are frozen; a reload builds new ones and swaps them in whole.
+are frozen; a reload builds new ones and swaps them in whole. ``call_limit`` (users, devices, providers,
+DIDs) is a positive number of concurrent calls or None: MOR's 0 / NULL / negative all mean "no limit",
+so every loader stores them as None and readers need one test only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class User:
     last_name: str = ""
     owner_id: int = 0  # the admin's id (0 in MOR) or the reseller's id
     api_secret_key: str = ""  # meaningful for admin and resellers (owners of API users)
+    call_limit: int | None = None  # MOR's users.call_limit: concurrent calls allowed; None = no limit
 
     @property
     def display_name(self) -> str:
@@ -44,6 +47,7 @@ class Device:
     istrunk: int = 0
     ani: int = 0
     location_id: int = GLOBAL_LOCATION_ID
+    call_limit: int | None = None  # MOR's devices.call_limit; None = no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ class Provider:
     tech: str  # SIP, IAX2, PJSIP …
     peer: str  # the trunk peer name its channels carry (SIP/<peer>-…)
     user_id: int = 0  # owner: 0 = admin, else a reseller's id
+    call_limit: int | None = None  # MOR's providers.call_limit; None = no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,7 @@ class Did:
     device_id: int = 0
     provider_id: int = 0
     reseller_id: int = 0
+    call_limit: int | None = None  # MOR's dids.call_limit; None = no limit
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ schema onto ours:
 * explicit column lists (MOR's tables have many more columns; new ones never break us), checked first
   against ``information_schema`` so a missing table or column is one error naming all of them;
 * NULL → the model's empty value (0 / "" / the record default) for optional fields; a NULL where the
-  model needs a value skips the row;
+  model needs a value skips the row; ``call_limit`` 0 / NULL / negative (MOR: no limit) → None;
 * a provider's trunk lives in ``devices`` with ``user_id = -1``: those rows are not user devices, their
   ``name`` is the provider's ``peer``;
 * ``servers.server_id`` (the id AMI config and ``activecalls`` use) is our ``servers.id``;
@@ -44,15 +44,16 @@ log = logging.getLogger(__name__)
 #: MOR table → the columns read (nothing else is ever selected).
 MOR_COLUMNS: dict[str, tuple[str, ...]] = {
     "servers": ("id", "server_id", "hostname", "server_ip", "comment"),
-    "users": ("id", "username", "usertype", "first_name", "last_name", "owner_id"),
+    "users": ("id", "username", "usertype", "first_name", "last_name", "owner_id", "call_limit"),
     "locations": ("id", "name"),
     "locationrules": ("id", "location_id", "name", "enabled", "cut", "add", "minlen", "maxlen", "lr_type"),
     "directions": ("id", "name", "code"),
     "destinationgroups": ("id", "name"),
     "destinations": ("id", "prefix", "direction_code", "name", "subcode", "destinationgroup_id"),
-    "devices": ("id", "user_id", "device_type", "name", "extension", "istrunk", "ani", "location_id"),
-    "providers": ("id", "name", "tech", "device_id", "user_id"),
-    "dids": ("id", "did", "status", "user_id", "device_id", "provider_id", "reseller_id"),
+    "devices": ("id", "user_id", "device_type", "name", "extension", "istrunk", "ani", "location_id",
+                "call_limit"),
+    "providers": ("id", "name", "tech", "device_id", "user_id", "call_limit"),
+    "dids": ("id", "did", "status", "user_id", "device_id", "provider_id", "reseller_id", "call_limit"),
     "conflines": ("id", "name", "value", "owner_id"),
 }
 
@@ -65,7 +66,7 @@ _REQ = object()  # a field the model needs: NULL skips the row
 _FIELDS: dict[str, tuple[tuple[str, str, type, Any], ...]] = {
     "users": (("id", "id", int, _REQ), ("username", "username", str, _REQ), ("usertype", "usertype", str, _REQ),
               ("first_name", "first_name", str, ""), ("last_name", "last_name", str, ""),
-              ("owner_id", "owner_id", int, 0)),
+              ("owner_id", "owner_id", int, 0), ("call_limit", "call_limit", int, None)),
     "locations": (("id", "id", int, _REQ), ("name", "name", str, "")),
     "locationrules": (("id", "id", int, _REQ), ("location_id", "location_id", int, _REQ),
                       ("name", "name", str, ""), ("enabled", "enabled", int, 1), ("cut", "cut", str, ""),
@@ -79,10 +80,11 @@ _FIELDS: dict[str, tuple[tuple[str, str, type, Any], ...]] = {
     "devices": (("id", "id", int, _REQ), ("user_id", "user_id", int, _REQ),
                 ("device_type", "device_type", str, ""), ("name", "name", str, ""),
                 ("extension", "extension", str, ""), ("istrunk", "istrunk", int, 0), ("ani", "ani", int, 0),
-                ("location_id", "location_id", int, GLOBAL_LOCATION_ID)),
+                ("location_id", "location_id", int, GLOBAL_LOCATION_ID), ("call_limit", "call_limit", int, None)),
     "dids": (("id", "id", int, _REQ), ("did", "did", str, ""), ("status", "status", str, "active"),
              ("user_id", "user_id", int, 0), ("device_id", "device_id", int, 0),
-             ("provider_id", "provider_id", int, 0), ("reseller_id", "reseller_id", int, 0)),
+             ("provider_id", "provider_id", int, 0), ("reseller_id", "reseller_id", int, 0),
+             ("call_limit", "call_limit", int, None)),
 }
 
 
@@ -210,6 +212,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _limit(value: int | None) -> int | None:
+    """MOR's call_limit: 0 (its default), NULL or negative = no limit, our None (the importer would store
+    None too; mapping it here keeps an unchanged MOR row equal to the cached one, so no sync rewrites it)."""
+    return value if value is not None and value > 0 else None
+
+
 def _flag(value: str | None) -> bool | None:
     if value is None or value.strip() == "":
         return None
@@ -230,6 +238,7 @@ class _Mapper:
         names = tuple(name for name, _c, _k, _d in spec)
         pick = itemgetter(*[pos[column] for _n, column, _k, _d in spec])  # every table maps 2+ columns
         kinds = tuple(kind for _n, _c, kind, _d in spec)
+        limited = "call_limit" in names
         out: list[dict[str, Any]] = []
         text_pool: dict[str, str] = {}
         for raw in source:
@@ -237,7 +246,11 @@ class _Mapper:
             # the usual row: no NULL, ints and str already (C-level check); else the checked mapping
             row = dict(zip(names, values, strict=True)) if tuple(map(type, values)) == kinds else \
                 self.one(table, spec, pos, raw, text_pool)
-            if row is not None and (keep is None or keep(row)):
+            if row is None:
+                continue
+            if limited:
+                row["call_limit"] = _limit(row["call_limit"])
+            if keep is None or keep(row):
                 out.append(row)
         return out
 
@@ -377,12 +390,14 @@ def read_mor(conn: Any, before: dict[str, Fingerprint] | None = None) -> MorSnap
 
 def _providers(m: _Mapper, source: Iterator[tuple[Any, ...]], device_names: dict[int, str]) -> list[dict[str, Any]]:
     out = []
-    for pid, name, tech, device_id, user_id in source:
+    for pid, name, tech, device_id, user_id, call_limit in source:
         if device_id is None or int(device_id) not in device_names:
             m.skip("providers", pid, f"device_id {device_id} not found in devices (its trunk peer name)")
             continue
+        # the limit is the provider's own (providers.call_limit), not its trunk device's
         out.append({"id": int(pid), "name": _text(name or ""), "tech": _text(tech or ""),
-                    "peer": device_names[int(device_id)], "user_id": int(user_id or 0)})
+                    "peer": device_names[int(device_id)], "user_id": int(user_id or 0),
+                    "call_limit": _limit(None if call_limit is None else int(call_limit))})
     return out
 
 

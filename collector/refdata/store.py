@@ -33,6 +33,7 @@ from collector.refdata.model import (
 )
 
 __all__ = [
+    "CALL_LIMIT_TABLES",
     "DEFAULT_DB_PATH",
     "MIGRATIONS",
     "REF_TABLES",
@@ -122,9 +123,22 @@ def _m003_retired(db: Database) -> None:
     in ``collector.live.durable`` (which creates it itself). Databases already at version 3 keep theirs."""
 
 
+#: Tables that gained MOR's ``call_limit`` in migration 4.
+CALL_LIMIT_TABLES: tuple[str, ...] = ("users", "devices", "providers", "dids")
+
+
+def _m004_call_limits(db: Database) -> None:
+    """``call_limit`` (MOR's name) on users, devices, providers and DIDs: NULL = no limit, the only
+    nullable column, so "no limit" has one spelling (the importer stores MOR's 0 / negative as NULL)."""
+    for table in CALL_LIMIT_TABLES:
+        if "call_limit" not in db.table(table).columns_dict:
+            db.execute(f'ALTER TABLE "{table}" ADD COLUMN call_limit INTEGER')
+
+
 #: Applied in order at every start; version N = the first N applied. Each one is idempotent; a released
 #: one is never removed or reordered (the number is what a database records), only retired to a no-op.
-MIGRATIONS: tuple[Migration, ...] = (_m001_reference_tables, _m002_lookup_indexes, _m003_retired)
+MIGRATIONS: tuple[Migration, ...] = (_m001_reference_tables, _m002_lookup_indexes, _m003_retired,
+                                     _m004_call_limits)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -221,11 +235,16 @@ _SHARED_TEXT: dict[str, tuple[str, ...]] = {
 
 
 def read_tables(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
-    """Every reference table as records, by id (the load; the importer reads value tuples itself)."""
+    """Every reference table as records, by id (the load; the importer reads value tuples itself).
+
+    The load never migrates, so it may meet a database of an older schema (the daemon beside an old
+    file, a read-only copy): a column a later migration adds (only nullable ones are ever added) reads
+    as NULL, the record's "not set"."""
     out: dict[str, tuple[Any, ...]] = {}
     for table, cls in REF_TABLES.items():
         names = _columns(cls)
-        cols = ", ".join(f'"{c}"' for c in names)
+        have = {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        cols = ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c in names)
         rows = conn.execute(f'SELECT {cols} FROM "{table}" ORDER BY id')
         shared = [names.index(c) for c in _SHARED_TEXT.get(table, ())]
         if shared:
