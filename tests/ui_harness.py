@@ -10,15 +10,18 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from api.ui import STATIC_DIR
 from tests.browser import ARTIFACTS, Cdp
 
-__all__ = ["GLOBALS_PAGE", "contrast", "new_globals", "parse_rgb", "screenshot", "serve", "static_app", "wait_js"]
+__all__ = ["GLOBALS_PAGE", "Proxied", "add_proxy", "contrast", "new_globals", "parse_rgb", "screenshot", "serve",
+           "static_app", "wait_js"]
 
 # a page with no script: the modules' own globals are what appears after injecting them
 GLOBALS_PAGE = "<!doctype html><html><head><meta charset=utf-8></head><body></body></html>"
@@ -50,6 +53,52 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class Proxied:
+    """What the page sent through the proxy: method, path with query, form fields, Authorization."""
+
+    method: str
+    path_qs: str
+    form: dict[str, str]
+    authorization: str
+    status: int = 0
+
+
+@dataclass
+class _Proxy:
+    target: str
+    log: list[Proxied] = field(default_factory=list)
+    _http: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        form = {k: str(v) for k, v in (await request.post()).items()} if request.method == "POST" else {}
+        entry = Proxied(request.method, request.path_qs, form, request.headers.get("Authorization", ""))
+        self.log.append(entry)
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        async with self._http.request(request.method, self.target + request.path_qs, data=body,
+                                      headers=headers) as resp:
+            data = await resp.read()
+            entry.status = resp.status
+            keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "retry-after")}
+            return web.Response(body=data, status=resp.status, headers=keep)
+
+    async def close(self, _app: web.Application) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+
+def add_proxy(app: web.Application, target: str) -> list[Proxied]:
+    """Forward ``/billing/api/*`` to the real daemon at ``target`` (so the harness page, same origin, talks
+    to it without CORS); returns the live log of what was forwarded."""
+    proxy = _Proxy(target)
+    app.router.add_route("*", "/billing/api/{tail:.*}", proxy.handle)
+    app.on_cleanup.append(proxy.close)
+    return proxy.log
 
 
 async def wait_js(cdp: Cdp, expression: str, timeout: float = 20.0) -> Any:
