@@ -40,11 +40,12 @@ body.wall { background: #0b0f14; color: #e6edf3; --ac-graph-today: #58a6ff; }
 "use strict";
 window.made = 0;
 const q = new URLSearchParams(location.search);
+const cred = new URLSearchParams(location.hash.slice(1));   // the fragment: never sent to a server
 window.harness = { graph: window.ActiveCallsGraph.startGraph(document.getElementById("g"), async (path, params) => {
   window.made += 1;
   // as the page does: a POST form, credentials never in the URL
   const r = await fetch(path + "?format=json", { method: "POST",
-    body: new URLSearchParams({ ...params, u: "admin", hash: "h" }) });
+    body: new URLSearchParams({ ...params, u: cred.get("u"), hash: cred.get("hash") }) });
   if (!r.ok) throw new Error("HTTP " + r.status);
   return r.json();
 }, { intervalMs: Number(q.get("interval") || 15000) }) };
@@ -139,9 +140,9 @@ async def state(cdp: Cdp) -> dict[str, Any]:
     return result
 
 
-async def open_graph(cdp: Cdp, base: str, query: str = "") -> dict[str, Any]:
+async def open_graph(cdp: Cdp, base: str, query: str = "", auth: str = "u=admin&hash=h") -> dict[str, Any]:
     await cdp.call("Emulation.setTimezoneOverride", timezoneId=TZ)
-    await cdp.call("Page.navigate", url=f"{base}/harness/graph.html{query}")
+    await cdp.call("Page.navigate", url=f"{base}/harness/graph.html{query}#{auth}")
     await wait_js(cdp, LOADED)
     return await state(cdp)
 
