@@ -26,6 +26,7 @@ from api.settings import ApiSettings
 from api.stream import StreamSettings, add_stream_routes
 from api.totals import active_calls_totals
 from api.ui import add_ui_routes
+from api.v2auth import add_v2_auth_routes
 from api.v2errors import V2_PREFIX, V2Error, v2_error_response
 from api.xml import RowRenderer
 
@@ -105,6 +106,7 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
     add_stream_routes(app, stream or StreamSettings())
     add_entities_routes(app)
     add_ui_routes(app)
+    add_v2_auth_routes(app)
     app.router.add_routes(list(routes))
     if settings.prerender_interval is not None:
         app.cleanup_ctx.append(background(_prerender, "api-prerender"))

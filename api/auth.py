@@ -27,7 +27,7 @@ from api.settings import ApiSettings
 from collector.refdata.index import RefIndex
 from collector.refdata.model import User
 
-__all__ = ["Principal", "Role", "authenticate", "expected_hash"]
+__all__ = ["Principal", "Role", "authenticate", "check_switches", "expected_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ def authenticate(query: ActiveCallsQuery, refs: RefIndex, settings: ApiSettings,
     user = refs.users_by_username.get(username) if username else None
     if user is None:
         raise _deny(ACCESS_DENIED, username, "unknown_user")
-    if not settings.enabled:
-        raise _deny(API_DISABLED, username, "api_disabled")
-    if is_get and not settings.allow_get:
-        raise _deny(GET_DISABLED, username, "get_disabled")
+    check_switches(username, settings, is_get=is_get)
     if not settings.disable_hash_check:
         owner = refs.owner_of(user)
         secret = owner.api_secret_key if owner is not None else ""
@@ -86,6 +83,14 @@ def authenticate(query: ActiveCallsQuery, refs: RefIndex, settings: ApiSettings,
         if not _hash_ok(query.hash, username, secret, settings.accept_secret_only_hash):
             raise _deny(INCORRECT_HASH, username, "bad_hash")
     return Principal(Role.of(user.usertype), user)
+
+
+def check_switches(username: str, settings: ApiSettings, *, is_get: bool) -> None:
+    """MOR's API on/off and GET switches, checked once the caller is known (by hash or by Bearer token)."""
+    if not settings.enabled:
+        raise _deny(API_DISABLED, username, "api_disabled")
+    if is_get and not settings.allow_get:
+        raise _deny(GET_DISABLED, username, "get_disabled")
 
 
 def _hash_ok(given: str | None, username: str, secret: str, accept_secret_only: bool) -> bool:

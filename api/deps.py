@@ -41,6 +41,9 @@ class ApiDeps:
     tokens: TokenIssuer | None = None
     # whether this caller may hang calls up at all (the login answer tells the page to show the buttons)
     may_hang_up: Callable[[Principal], bool] = lambda _principal: False
+    # v2 login: username → its local password hash (``collector db set-password``), None without one; it wins
+    # over the user's MOR password (``User.password``). Blocking I/O: called in a worker thread.
+    passwords: Callable[[str], str | None] = lambda _username: None
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)

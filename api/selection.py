@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from api.auth import Principal, authenticate
+from api.bearer import bearer_read_principal, bearer_token
 from api.deps import DEPS_KEY
 from api.errors import METHOD_NOT_ALLOWED, Envelope, MorError
 from api.filters import build_filters
@@ -44,14 +45,18 @@ def check_method(request: web.Request, allowed: tuple[str, ...] = MOR_METHODS) -
 
 
 async def authorize(request: web.Request, *, is_get: bool, extras: Collection[str] = ()) -> Selection:
-    """params → auth → scope → filters; ``MorError`` for the first check that fails.
+    """params → auth (``u`` + ``hash``, or a Bearer token) → scope → filters; ``MorError`` for the first
+    check that fails.
 
     ``extras`` names parameters beyond MOR's, read by the same rules (``api.params.pick``)."""
     deps = request.app[DEPS_KEY]
     settings = deps.settings
     query, found = await read_query(request, settings, extras)
     refs = deps.refs()
-    principal = authenticate(query, refs, settings, is_get=is_get)
+    if bearer_token(request) is not None:  # a v2 token instead of u + hash (docs/api-extensions.md)
+        principal = bearer_read_principal(request, is_get=is_get)
+    else:
+        principal = authenticate(query, refs, settings, is_get=is_get)
     scope = Scope(principal, refs)
     filters = build_filters(query, scope)
     now = deps.clock()

@@ -80,7 +80,8 @@ def mor_rows(data: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, list[
     """Our ``{table: [rows]}`` (the JSON importer's format) as MOR's rows."""
     out: dict[str, list[dict[str, Any]]] = {t: [] for t in MOR_TABLES}
     for u in data.get("users", ()):
-        out["users"].append({"id": u["id"], "username": u["username"], "password": "x", "usertype": u["usertype"],
+        out["users"].append({"id": u["id"], "username": u["username"], "password": u.get("password", ""),
+                             "usertype": u["usertype"],
                              "first_name": _none(u.get("first_name", ""), ""),
                              "last_name": _none(u.get("last_name", ""), ""),
                              "owner_id": u.get("owner_id", 0), "time_zone": None, "balance": 12.5,

@@ -139,8 +139,8 @@ def test_migration_4_adds_the_column_keeping_rows(tmp_path: Path) -> None:
     _v3_database(path)
     db = open_db(path)
     try:
-        assert SCHEMA_VERSION == 4
-        assert db.execute("SELECT MAX(version), name FROM schema_version").fetchone() == (4, "m004_call_limits")
+        assert SCHEMA_VERSION >= 4
+        assert db.execute("SELECT name FROM schema_version WHERE version = 4").fetchone() == ("m004_call_limits",)
         for table in CALL_LIMIT_TABLES:
             col = db.table(table).columns_dict
             assert col["call_limit"] is int, table

@@ -60,7 +60,7 @@ def test_open_db_creates_dir_wal_and_latest_schema(db_path: Path) -> None:
         assert db_path.parent.is_dir()
         assert db.journal_mode == "wal"
         assert schema_version(db) == SCHEMA_VERSION == len(MIGRATIONS)
-        assert set(db.table_names()) == set(REF_TABLES) | {"schema_version"}  # activecalls: live.durable
+        assert set(db.table_names()) == set(REF_TABLES) | {"schema_version", "local_passwords"}  # activecalls: durable
         assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == \
             list(range(1, SCHEMA_VERSION + 1))
     finally:

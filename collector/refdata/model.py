@@ -8,7 +8,7 @@ so every loader stores them as None and readers need one test only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "Destination", "DestinationGroup", "Device", "Did", "Direction", "Enrichment", "Location",
@@ -29,6 +29,9 @@ class User:
     owner_id: int = 0  # the admin's id (0 in MOR) or the reseller's id
     api_secret_key: str = ""  # meaningful for admin and resellers (owners of API users)
     call_limit: int | None = None  # MOR's users.call_limit: concurrent calls allowed; None = no limit
+    # MOR's ``users.password`` as MOR stores it (plain text, or a 40-hex sha1 in newer MORs); "" = none.
+    # Only the v2 login reads it; a hash in ``local_passwords`` wins over it. Never shown (repr, export).
+    password: str = field(default="", repr=False)
 
     @property
     def display_name(self) -> str:

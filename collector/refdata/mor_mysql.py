@@ -10,6 +10,7 @@ schema onto ours:
   model needs a value skips the row; ``call_limit`` 0 / NULL / negative (MOR: no limit) → None;
 * a provider's trunk lives in ``devices`` with ``user_id = -1``: those rows are not user devices, their
   ``name`` is the provider's ``peer``;
+* ``users.password`` as MOR stores it (plain text, or a 40-hex sha1 in newer MORs), for the v2 login only;
 * ``servers.server_id`` (the id AMI config and ``activecalls`` use) is our ``servers.id``;
 * ``conflines`` per owner: ``API_Secret_Key`` → that owner's ``users.api_secret_key`` (owner 0 = the
   admin); ``Allow_API`` / ``Allow_GET_API`` / ``API_Disable_hash_checking`` are returned as
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 #: MOR table → the columns read (nothing else is ever selected).
 MOR_COLUMNS: dict[str, tuple[str, ...]] = {
     "servers": ("id", "server_id", "hostname", "server_ip", "comment"),
-    "users": ("id", "username", "usertype", "first_name", "last_name", "owner_id", "call_limit"),
+    "users": ("id", "username", "usertype", "first_name", "last_name", "owner_id", "call_limit", "password"),
     "locations": ("id", "name"),
     "locationrules": ("id", "location_id", "name", "enabled", "cut", "add", "minlen", "maxlen", "lr_type"),
     "directions": ("id", "name", "code"),
@@ -66,7 +67,8 @@ _REQ = object()  # a field the model needs: NULL skips the row
 _FIELDS: dict[str, tuple[tuple[str, str, type, Any], ...]] = {
     "users": (("id", "id", int, _REQ), ("username", "username", str, _REQ), ("usertype", "usertype", str, _REQ),
               ("first_name", "first_name", str, ""), ("last_name", "last_name", str, ""),
-              ("owner_id", "owner_id", int, 0), ("call_limit", "call_limit", int, None)),
+              ("owner_id", "owner_id", int, 0), ("call_limit", "call_limit", int, None),
+              ("password", "password", str, "")),
     "locations": (("id", "id", int, _REQ), ("name", "name", str, "")),
     "locationrules": (("id", "id", int, _REQ), ("location_id", "location_id", int, _REQ),
                       ("name", "name", str, ""), ("enabled", "enabled", int, 1), ("cut", "cut", str, ""),

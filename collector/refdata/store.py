@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -135,10 +135,19 @@ def _m004_call_limits(db: Database) -> None:
             db.execute(f'ALTER TABLE "{table}" ADD COLUMN call_limit INTEGER')
 
 
+def _m005_passwords(db: Database) -> None:
+    """MOR's ``users.password`` (what the MOR sync reads; "" = none) and ``local_passwords``: salted
+    scrypt hashes set with ``collector db set-password``. That table is not a reference table: neither
+    the importer (even with ``--replace``) nor the MOR sync ever writes or empties it."""
+    if "password" not in db.table("users").columns_dict:
+        db.execute("ALTER TABLE users ADD COLUMN password TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE TABLE IF NOT EXISTS local_passwords (username TEXT PRIMARY KEY, hash TEXT NOT NULL)")
+
+
 #: Applied in order at every start; version N = the first N applied. Each one is idempotent; a released
 #: one is never removed or reordered (the number is what a database records), only retired to a no-op.
 MIGRATIONS: tuple[Migration, ...] = (_m001_reference_tables, _m002_lookup_indexes, _m003_retired,
-                                     _m004_call_limits)
+                                     _m004_call_limits, _m005_passwords)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -243,8 +252,7 @@ def read_tables(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
     out: dict[str, tuple[Any, ...]] = {}
     for table, cls in REF_TABLES.items():
         names = _columns(cls)
-        have = {str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")')}
-        cols = ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c in names)
+        cols = ", ".join(_column_sql(conn, table, cls))
         rows = conn.execute(f'SELECT {cols} FROM "{table}" ORDER BY id')
         shared = [names.index(c) for c in _SHARED_TEXT.get(table, ())]
         if shared:
@@ -259,6 +267,27 @@ def read_tables(conn: sqlite3.Connection) -> dict[str, tuple[Any, ...]]:
         else:
             out[table] = tuple(cls(*row) for row in rows)
     return out
+
+
+def _column_sql(conn: sqlite3.Connection, table: str, cls: type) -> list[str]:
+    """The record's columns as select expressions; a column a later migration adds (absent from a database
+    read read-only before ``db init`` migrated it) reads as the record's default, so an old file still loads."""
+    present = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+    out = []
+    for f in fields(cls):
+        if f.name in present or f.default is MISSING:
+            out.append(f'"{f.name}"')
+        else:
+            out.append(f'{_literal(f.default)} AS "{f.name}"')
+    return out
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(int(value))
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def load_refdata(path: str | Path) -> RefData:

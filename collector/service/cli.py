@@ -124,6 +124,12 @@ async def _demo(args: argparse.Namespace) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     load_demo(db)
+    # the v2 login needs a password: a fresh one for the demo admin at every start, printed below
+    from api.passwords import hash_password
+    from collector.refdata.local_passwords import LocalPasswords
+
+    demo_password = token_urlsafe(12)
+    LocalPasswords(db).set("admin", hash_password(demo_password))
     if args.trace:
         traces = list(args.trace)
     else:
@@ -147,14 +153,14 @@ async def _demo(args: argparse.Namespace) -> int:
     except Exception:
         await replay.close()
         return await task
-    _print_demo_help(daemon, args.port)
+    _print_demo_help(daemon, args.port, demo_password)
     try:
         return await task
     finally:
         await replay.close()
 
 
-def _print_demo_help(daemon: Daemon, port: int) -> None:
+def _print_demo_help(daemon: Daemon, port: int, admin_password: str = "") -> None:
     from api.auth import expected_hash  # the API's own hash rule; imported late (aiohttp) like the daemon
     refs = daemon.refs
     assert refs is not None  # the daemon has loaded reference data before it reports started
@@ -171,8 +177,13 @@ def _print_demo_help(daemon: Daemon, port: int) -> None:
         h = expected_hash(user.username, owner.api_secret_key)
         lines.append(f"  # as {user.usertype} {user.username!r}:")
         lines.append(f"  curl -s -X POST '{url}?u={user.username}&hash={h}'")
-    lines += ["  # only answered calls, as the first user above: add &s_status=answered",
-              f"  curl -s http://127.0.0.1:{port}/status", f"  curl -s http://127.0.0.1:{port}/metrics",
+    lines.append("  # only answered calls, as the first user above: add &s_status=answered")
+    if admin_password:
+        lines += ["  # v2 login as 'admin' (the demo's password, new at every start): a token for",
+                  "  # 'Authorization: Bearer <token>' on the lines above instead of u and hash",
+                  f"  curl -s -X POST -u 'admin:{admin_password}' "
+                  f"'http://127.0.0.1:{port}/billing/api/v2/authentication/login'"]
+    lines += [f"  curl -s http://127.0.0.1:{port}/status", f"  curl -s http://127.0.0.1:{port}/metrics",
               "", "Ctrl-C stops it.", ""]
     sys.stderr.write("\n".join(lines) + "\n")
     sys.stderr.flush()

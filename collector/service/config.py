@@ -50,6 +50,9 @@ class HttpSettings:
     max_connections: int = 1000  # open HTTP connections; past it new ones get 503 and are closed at once
     request_timeout: float = 15.0  # s for a connection's first request headers to arrive (slowloris)
     keepalive_timeout: float = 15.0  # s an idle connection (keep-alive, or nothing sent yet) stays open
+    # --- v2 tokens (the daemon builds its TokenIssuer from these at start)
+    jwt_secret: Secret | None = None  # HS256 signing key; None = generated into <state dir>/jwt.key
+    jwt_lifetime: int = 900  # s a token from login / refresh is valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,14 +273,24 @@ _OFF = ("off", "none", "no")
 _API_DEFAULTS = ApiSettings()  # defaults live in ApiSettings only
 
 
+#: an HS256 key at least as long as the hash (RFC 7518 §3.2), as ``api.tokens.TokenIssuer`` requires
+_MIN_JWT_SECRET = 32
+
+
 def _http_settings(r: _Reader) -> HttpSettings:
     token = r.str("api", "status_token", "")
+    jwt_secret = r.str("api", "jwt_secret", "")
+    if jwt_secret and len(jwt_secret.encode("utf-8")) < _MIN_JWT_SECRET:
+        raise r.fail("api", "jwt_secret", f"too short: at least {_MIN_JWT_SECRET} bytes (or empty: a random key "
+                                          "is generated into jwt.key beside the database)")
     d = HttpSettings()
     return HttpSettings(listen=r.str("api", "listen", "127.0.0.1"), port=r.int("api", "port", 8080, 0, 65535),
                         status_token=Secret(token) if token else None,
                         max_connections=r.int("api", "max_connections", d.max_connections, 1, 1_000_000),
                         request_timeout=r.float("api", "request_timeout", d.request_timeout, 0.001, 3600.0),
-                        keepalive_timeout=r.float("api", "keepalive_timeout", d.keepalive_timeout, 0.001, 86400.0))
+                        keepalive_timeout=r.float("api", "keepalive_timeout", d.keepalive_timeout, 0.001, 86400.0),
+                        jwt_secret=Secret(jwt_secret) if jwt_secret else None,
+                        jwt_lifetime=r.int("api", "jwt_lifetime", d.jwt_lifetime, 10, 7 * 86400))
 
 
 def _optional_float(r: _Reader, key: str, default: float | None, lo: float, hi: float) -> float | None:

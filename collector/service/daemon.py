@@ -32,8 +32,10 @@ from collector.live.durable import DurableTable
 from collector.live.enrich import Enricher
 from collector.live.table import LiveTable
 from collector.refdata.index import RefIndex
+from collector.refdata.local_passwords import LocalPasswords
 from collector.refdata.store import load_refdata, open_db
 from collector.service.config import ConfigError, Settings, load_settings
+from collector.service.jwtkey import KEY_FILE, load_or_create_key
 from collector.service.logsetup import add_secrets, set_level
 from collector.service.loopguard import AcceptErrorFilter
 from collector.service.ops import add_ops_routes
@@ -235,9 +237,11 @@ class Daemon:
             # the session is told what the tracker handles and reads: the AMI layer knows nothing of the tracker
             self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
                                             stagger=i / max(1, len(enabled))))
+        if self.tokens is None:  # tests may preset one
+            self.tokens = self.token_issuer()
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live), disconnected=self.disconnected,
-                       tokens=self.tokens)
+                       tokens=self.tokens, passwords=LocalPasswords(s.database).get)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()
@@ -265,6 +269,17 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._stale_loop(), name="stale"))
         self.notifier.notify(ready=1, status=self.status_line(), mainpid=os.getpid())
         self._ready = True
+
+    def token_issuer(self) -> TokenIssuer:
+        """From ``[api] jwt_secret``, or the key kept in ``jwt.key`` in the state directory (the database's
+        directory), generated there the first time. ``KeyFileError`` (start refused) for an unsafe file."""
+        http = self.settings.http
+        if http.jwt_secret:
+            add_secrets([str(http.jwt_secret)])
+            key = str(http.jwt_secret).encode("utf-8")
+        else:
+            key = load_or_create_key(self.settings.database.parent / KEY_FILE)
+        return TokenIssuer(key, http.jwt_lifetime)
 
     def _check_nofile(self) -> None:
         """A warning when max_connections cannot be reached before the descriptor limit (EMFILE first)."""
@@ -394,7 +409,7 @@ async def run_daemon(settings: Settings, started: asyncio.Future[Daemon] | None 
             await daemon.stop()
             if started is not None and not started.done():
                 started.set_exception(exc)
-            return 1
+            return 2 if isinstance(exc, ConfigError) else 1  # 2: a restart cannot fix it (the unit's rule)
         if started is not None and not started.done():
             started.set_result(daemon)
         try:

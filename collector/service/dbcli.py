@@ -8,6 +8,7 @@ handler ``(args) -> exit code`` (0 ok, 2 invalid input with one line on stderr, 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sqlite3
@@ -16,11 +17,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from api.passwords import hash_password
 from collector.refdata.importer import import_file, load_demo
+from collector.refdata.local_passwords import LocalPasswords
 from collector.refdata.store import DEFAULT_DB_PATH, REF_TABLES, SCHEMA_VERSION, RefDataError, export_db, init_db
 from collector.service.logsetup import MASK
 
-__all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_init", "main", "register"]
+__all__ = ["MAX_PASSWORD", "cmd_demo", "cmd_export", "cmd_import", "cmd_init", "cmd_set_password", "main", "register"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -60,9 +63,10 @@ def _db_path(command: str, args: argparse.Namespace) -> str | Path | int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Add ``db init|import|demo|export`` to a CLI's subparsers; returns the ``db`` parser."""
+    """Add ``db init|import|demo|export|set-password`` (and ``sync``) to a CLI's subparsers; returns the ``db``
+    parser."""
     db = subparsers.add_parser(
-        "db", help="reference data database: init, import, demo, export",
+        "db", help="reference data database: init, import, demo, export, set-password, sync",
         description="Manage the reference data (users, devices, providers, DIDs, destinations, "
                     "localization rules …) the collector enriches live calls with. Tables and columns "
                     "follow MOR's names.")
@@ -100,6 +104,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help=f"include API secret keys (masked as {MASK!r} otherwise); refused on a terminal")
     _add_db(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("set-password", help="set (or --delete) a user's local password for the v2 login",
+                       description="Store a salted scrypt hash of a password for USER (a user of the reference "
+                                   "data) for POST /billing/api/v2/authentication/login. It wins over the "
+                                   "password MOR keeps for that user; neither `db import` nor the MOR sync touch "
+                                   "it. The password is read from standard input when that is not a terminal "
+                                   "(one line), else asked twice without echo. Takes effect at once.")
+    p.add_argument("user", metavar="USER", help="the username (users.username)")
+    p.add_argument("--delete", action="store_true",
+                   help="remove USER's local password instead (MOR's password, if any, applies again)")
+    _add_db(p)
+    p.set_defaults(func=cmd_set_password)
 
     from collector.service.synccli import add_sync_parser  # db sync (MOR MySQL)
     add_sync_parser(sub)
@@ -154,8 +170,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         data = export_db(db)
         if not args.with_secrets:
             for user in data.get("users", []):
-                if user.get("api_secret_key"):
-                    user["api_secret_key"] = MASK
+                for key in ("api_secret_key", "password"):
+                    if user.get(key):
+                        user[key] = MASK
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
         if not args.out:
             sys.stdout.write(text)
@@ -170,6 +187,57 @@ def cmd_export(args: argparse.Namespace) -> int:
             Path(tmp).unlink(missing_ok=True)
             raise
     return _run("export", action, args)
+
+
+MAX_PASSWORD = 1024  # characters; a login's whole Authorization header is at most 4096
+
+
+class _PasswordRefused(Exception):
+    pass
+
+
+def _read_password() -> str:
+    """One line of standard input (a pipe, a file), or twice from the terminal without echo."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if first and getpass.getpass("Repeat it: ") != first:
+            raise _PasswordRefused("the two passwords differ; nothing changed")
+    else:
+        first = sys.stdin.readline(MAX_PASSWORD + 2).rstrip("\r\n")
+    if not first:
+        raise _PasswordRefused("refusing an empty password; nothing changed")
+    if len(first) > MAX_PASSWORD:
+        raise _PasswordRefused(f"the password is longer than {MAX_PASSWORD} characters; nothing changed")
+    return first
+
+
+def cmd_set_password(args: argparse.Namespace) -> int:
+    db = _db_path("set-password", args)
+    if isinstance(db, int):
+        return db
+    user: str = args.user
+    store = LocalPasswords(db)
+    try:
+        if args.delete:
+            if store.delete(user):
+                print(f"{db}: local password of {user!r} removed")
+                return 0
+            if not store.user_exists(user):
+                return _fail("set-password", f"unknown user {user!r} (and no local password to remove)", 2)
+            print(f"{db}: {user!r} had no local password; nothing changed")
+            return 0
+        if not store.user_exists(user):
+            return _fail("set-password", f"unknown user {user!r}: not in the users table of {db} "
+                                         "(import or sync it first)", 2)
+        store.set(user, hash_password(_read_password()))
+    except _PasswordRefused as exc:
+        return _fail("set-password", str(exc), 2)
+    except (RefDataError, OSError) as exc:
+        return _fail("set-password", str(exc).replace("\n", " "), 2)
+    except sqlite3.Error as exc:
+        return _fail("set-password", f"database error: {exc}", 1)
+    print(f"{db}: password set for {user!r}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
