@@ -48,6 +48,7 @@ class FakeV2:
     reject_next_read: bool = False
     busy: bool = False   # the auth branch's 503 while too many scrypt checks run
     log: list[tuple[str, str, str]] = field(default_factory=list)   # method, path?query, Authorization
+    forms: list[dict[str, str]] = field(default_factory=list)        # the read endpoint's form bodies
 
     @web.middleware
     async def record(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -93,6 +94,7 @@ class FakeV2:
         return self.issue(self.tokens[token])
 
     async def totals(self, request: web.Request) -> web.Response:
+        self.forms.append(dict(await request.post()))  # type: ignore[arg-type]
         if self.reject_next_read or self.bearer(request) is None:
             self.reject_next_read = False
             return web.json_response({"error": "Access Denied"}, status=401)
@@ -112,7 +114,7 @@ class FakeV2:
         app.middlewares.append(self.record)
         app.router.add_post("/billing/api/v2/authentication/login", self.login)
         app.router.add_post("/billing/api/v2/authentication/refresh", self.refresh)
-        app.router.add_get("/billing/api/active_calls_totals", self.totals)
+        app.router.add_post("/billing/api/active_calls_totals", self.totals)
         app.router.add_delete(r"/billing/api/v2/active_calls/{id:\d+}", self.hang_up)
         return app
 
@@ -174,10 +176,11 @@ async def test_login_keeps_the_token_in_memory_only(tmp_path: Path) -> None:
         assert all(token not in place for place in places)
         # it is sent only as a Bearer header
         body = json.loads(await cdp.eval("h.session.request('/billing/api/active_calls_totals', "
-                                         "{format: 'json'}).then(JSON.stringify)"))
+                                         "{group_by: 'provider'}).then(JSON.stringify)"))
         assert body == {"totals": {"total": 3, "answered": 1}}
-        [(_m, path, auth)] = fake.sent("GET", "/billing/api/active_calls_totals")
-        assert path == "/billing/api/active_calls_totals?format=json" and auth == f"Bearer {token}"
+        [(_m, path, auth)] = fake.sent("POST", "/billing/api/active_calls_totals")
+        assert path == "/billing/api/active_calls_totals" and auth == f"Bearer {token}"
+        assert fake.forms == [{"format": "json", "group_by": "provider"}], "a POST form, as MOR's API wants"
         assert all(token not in p for _m, p, _a in fake.log)
         headers = json.loads(await cdp.eval("""(() => { const o = {Accept: 'x'};
             const same = h.session.authorize(o) === o;
@@ -191,7 +194,7 @@ async def test_login_keeps_the_token_in_memory_only(tmp_path: Path) -> None:
             try { await h.session.request('/billing/api/active_calls_totals', {}); } catch (e) { err = e.message; }
             return JSON.stringify({active: h.session.active, headers: h.session.authorize({}), err}); })()"""))
         assert after == {"active": False, "headers": {}, "err": "Access Denied"}
-        assert fake.log[-1] == ("GET", "/billing/api/active_calls_totals", "")
+        assert fake.log[-1] == ("POST", "/billing/api/active_calls_totals", "")
 
 
 async def test_login_shows_the_servers_error_text(tmp_path: Path) -> None:
@@ -231,7 +234,7 @@ async def test_token_refreshes_before_expiry(tmp_path: Path) -> None:
         assert await cdp.eval("h.expired") is None
         await cdp.eval("h.session.request('/billing/api/active_calls_totals', {})")
         current = await cdp.eval("h.session.authorize({}).Authorization")
-        assert fake.sent("GET", "/billing/api/active_calls_totals")[-1][2] == current
+        assert fake.sent("POST", "/billing/api/active_calls_totals")[-1][2] == current
         assert current in {f"Bearer {t}" for t in fake.issued[1:]}
 
 
@@ -247,15 +250,16 @@ async def test_a_401_refreshes_once_and_retries(tmp_path: Path) -> None:
                                          ".then(JSON.stringify)"))
         assert body == {"totals": {"total": 3, "answered": 1}}
         t1, t2 = fake.issued
-        assert fake.log[-3:] == [("GET", "/billing/api/active_calls_totals", f"Bearer {t1}"),
+        assert fake.log[-3:] == [("POST", "/billing/api/active_calls_totals", f"Bearer {t1}"),
                                  ("POST", "/billing/api/v2/authentication/refresh", f"Bearer {t1}"),
-                                 ("GET", "/billing/api/active_calls_totals", f"Bearer {t2}")]
+                                 ("POST", "/billing/api/active_calls_totals", f"Bearer {t2}")]
         # a refused refresh ends the session: one retry at most, and the page is told
         fake.tokens.clear()
         err = await cdp.eval("h.session.request('/billing/api/active_calls_totals', {}).then(() => null, "
                              "e => e.message)")
         assert err == "Access Denied"
-        assert [m for m, _p, _a in fake.log[-2:]] == ["GET", "POST"]
+        assert [p for _m, p, _a in fake.log[-2:]] == ["/billing/api/active_calls_totals",
+                                                       "/billing/api/v2/authentication/refresh"]
         assert await cdp.eval("[h.session.active, h.expired]") == [False, "Invalid token"]
 
 

@@ -9,7 +9,8 @@
 //   session.user {id, username, role, name}, .mayHangUp, .expiresAt (Date, browser clock), .active
 //   session.authorize(headers) -> the same headers (Headers or a plain object) with Authorization: Bearer
 //   session.fetch(url, init) -> Response: authorized, refreshed first if about to expire, retried once
-//       after refreshing on a 401. session.request(path, params) -> JSON (GET; the graph's `request`).
+//       after refreshing on a 401. session.request(path, params) -> JSON (a POST form with format=json,
+//       MOR's method; the shape ActiveCallsGraph's `request` has).
 //   session.hangUp(callId, label) -> Promise<{ok, status, body}>: a <dialog> asks "Hang up call N (label)?";
 //       Cancel (or Escape) resolves {ok: false, status: 0, body: null} without a request, "Hang up" sends
 //       DELETE /billing/api/v2/active_calls/{id}. A network failure is {ok: false, status: 0, body: {error}}.
@@ -161,9 +162,10 @@
       return (await this.refresh()) ? send() : resp;
     }
 
+    /** POST `params` as a form (MOR's method; GET is off by default) with format=json → the answer's JSON. */
     async request(path, params) {
-      const query = new URLSearchParams(params || {}).toString();
-      const resp = await this.fetch(query ? `${path}?${query}` : path, { cache: "no-store" });
+      const form = new URLSearchParams({ format: "json", ...(params || {}) });
+      const resp = await this.fetch(path, { method: "POST", body: form, cache: "no-store" });
       const body = await jsonOrNull(resp);
       if (!resp.ok) throw new Error(errorText(resp, body, "Request failed"));
       return body;
