@@ -12,14 +12,18 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from collector.tools.timeline import iter_trace_messages
 from tests.browser import Cdp, chromium, chromium_binary
-from tests.ui_harness import new_globals, serve, static_app, wait_js
+from tests.conftest import ReplayFactory, scenario_files
+from tests.daemon_helpers import barrier, mor_hash, running_daemon, settings_for
+from tests.ui_harness import add_proxy, new_globals, serve, static_app, wait_js
 
 USER, PASSWORD = "alice", "s3cret pässwörd"   # non-ASCII: Basic must carry UTF-8
 HARNESS = """<!doctype html><html><head><meta charset="utf-8"><title>session harness</title></head><body>
@@ -94,7 +98,9 @@ class FakeV2:
         return self.issue(self.tokens[token])
 
     async def totals(self, request: web.Request) -> web.Response:
-        self.forms.append(dict(await request.post()))  # type: ignore[arg-type]
+        self.forms.append({k: str(v) for k, v in (await request.post()).items()})
+        if request.query.get("format") != "json":   # as api.responses.wants_json: the query string only
+            return web.Response(text="<status><error>xml</error></status>", content_type="text/xml")
         if self.reject_next_read or self.bearer(request) is None:
             self.reject_next_read = False
             return web.json_response({"error": "Access Denied"}, status=401)
@@ -179,8 +185,8 @@ async def test_login_keeps_the_token_in_memory_only(tmp_path: Path) -> None:
                                          "{group_by: 'provider'}).then(JSON.stringify)"))
         assert body == {"totals": {"total": 3, "answered": 1}}
         [(_m, path, auth)] = fake.sent("POST", "/billing/api/active_calls_totals")
-        assert path == "/billing/api/active_calls_totals" and auth == f"Bearer {token}"
-        assert fake.forms == [{"format": "json", "group_by": "provider"}], "a POST form, as MOR's API wants"
+        assert path == "/billing/api/active_calls_totals?format=json" and auth == f"Bearer {token}"
+        assert fake.forms == [{"group_by": "provider"}], "a POST form, as MOR's API wants"
         assert all(token not in p for _m, p, _a in fake.log)
         headers = json.loads(await cdp.eval("""(() => { const o = {Accept: 'x'};
             const same = h.session.authorize(o) === o;
@@ -194,7 +200,7 @@ async def test_login_keeps_the_token_in_memory_only(tmp_path: Path) -> None:
             try { await h.session.request('/billing/api/active_calls_totals', {}); } catch (e) { err = e.message; }
             return JSON.stringify({active: h.session.active, headers: h.session.authorize({}), err}); })()"""))
         assert after == {"active": False, "headers": {}, "err": "Access Denied"}
-        assert fake.log[-1] == ("POST", "/billing/api/active_calls_totals", "")
+        assert fake.log[-1] == ("POST", "/billing/api/active_calls_totals?format=json", "")
 
 
 async def test_login_shows_the_servers_error_text(tmp_path: Path) -> None:
@@ -250,15 +256,15 @@ async def test_a_401_refreshes_once_and_retries(tmp_path: Path) -> None:
                                          ".then(JSON.stringify)"))
         assert body == {"totals": {"total": 3, "answered": 1}}
         t1, t2 = fake.issued
-        assert fake.log[-3:] == [("POST", "/billing/api/active_calls_totals", f"Bearer {t1}"),
+        assert fake.log[-3:] == [("POST", "/billing/api/active_calls_totals?format=json", f"Bearer {t1}"),
                                  ("POST", "/billing/api/v2/authentication/refresh", f"Bearer {t1}"),
-                                 ("POST", "/billing/api/active_calls_totals", f"Bearer {t2}")]
+                                 ("POST", "/billing/api/active_calls_totals?format=json", f"Bearer {t2}")]
         # a refused refresh ends the session: one retry at most, and the page is told
         fake.tokens.clear()
         err = await cdp.eval("h.session.request('/billing/api/active_calls_totals', {}).then(() => null, "
                              "e => e.message)")
         assert err == "Access Denied"
-        assert [p for _m, p, _a in fake.log[-2:]] == ["/billing/api/active_calls_totals",
+        assert [p for _m, p, _a in fake.log[-2:]] == ["/billing/api/active_calls_totals?format=json",
                                                        "/billing/api/v2/authentication/refresh"]
         assert await cdp.eval("[h.session.active, h.expired]") == [False, "Invalid token"]
 
@@ -308,3 +314,55 @@ async def test_session_adds_one_global(tmp_path: Path) -> None:
     chromium_binary()
     async with serve(FakeV2().app()) as base, chromium(tmp_path) as cdp:
         assert await new_globals(cdp, base, "session.js") == ["ActiveCallsSession"]
+
+
+async def test_session_against_the_real_daemon(tmp_path: Path, replay_server: ReplayFactory) -> None:
+    """The real v2 login/refresh and Bearer reads (behind a same-origin proxy), the daemon following a trace
+    held with calls up: the session's read equals a u+hash read, and a 10 s token is renewed before it ends."""
+    from api.passwords import hash_password
+    from collector.refdata.local_passwords import LocalPasswords
+
+    chromium_binary()
+    paths = scenario_files("concurrent_load")
+    t0 = next(float(m["Timestamp"]) for m in iter_trace_messages(paths) if m.get("Timestamp"))
+    replay = await replay_server("concurrent_load", fast=True)
+    replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 17)
+    settings = settings_for(tmp_path, [replay.port])
+    settings = replace(settings, http=replace(settings.http, jwt_lifetime=10))
+    LocalPasswords(settings.database).set("admin", hash_password(PASSWORD))
+    async with running_daemon(settings) as daemon:
+        await replay.wait_held(timeout=30)
+        await barrier(daemon)
+        secret = daemon._refs().users_by_username["admin"].api_secret_key
+        daemon_base = f"http://127.0.0.1:{daemon.port}"
+        app = static_app({"/harness/session.html": HARNESS})
+        sent = add_proxy(app, daemon_base)
+        async with serve(app) as base, chromium(tmp_path) as cdp, aiohttp.ClientSession() as http:
+            await open_harness(cdp, base)
+            await type_login(cdp, "admin", "wrong")
+            assert await error_line(cdp) == "Invalid username or password"
+            await type_login(cdp, "admin", PASSWORD)
+            await wait_js(cdp, "h.logins === 1")
+            who = json.loads(await cdp.eval("JSON.stringify([h.session.user, h.session.mayHangUp])"))
+            assert who[0]["username"] == "admin" and who[0]["role"] == "admin" and isinstance(who[1], bool)
+            first = await cdp.eval("h.session.authorize({}).Authorization")
+            mine = json.loads(await cdp.eval("h.session.request('/billing/api/active_calls_totals', "
+                                             "{group_by: 'provider'}).then(JSON.stringify)"))
+            async with http.post(daemon_base + "/billing/api/active_calls_totals?format=json",
+                                 data={"u": "admin", "hash": mor_hash("admin", secret),
+                                       "group_by": "provider"}) as resp:
+                theirs = await resp.json()
+            assert mine == theirs and mine["totals"]["total"] > 0, "the Bearer read sees what u+hash sees"
+            read = [e for e in sent if e.path_qs == "/billing/api/active_calls_totals?format=json"]
+            assert [(e.authorization, e.status, "hash" in e.form) for e in read] == [(first, 200, False)]
+            # a 10 s token: renewed 2.5 s before it ends, and the new one reads
+            await wait_js(cdp, "h.changes >= 1", timeout=30)
+            renewed = [e for e in sent if e.path_qs == "/billing/api/v2/authentication/refresh"]
+            assert renewed[0].authorization == first and renewed[0].status == 200
+            current = await cdp.eval("h.session.authorize({}).Authorization")
+            assert current != first
+            await cdp.eval("h.session.request('/billing/api/active_calls_totals', {})")
+            assert (sent[-1].authorization, sent[-1].status) == (current, 200)
+            assert all(first[7:] not in e.path_qs and current[7:] not in e.path_qs for e in sent)
+            assert await cdp.eval("localStorage.length + sessionStorage.length + document.cookie.length") == 0
+        replay.release()

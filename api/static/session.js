@@ -9,8 +9,8 @@
 //   session.user {id, username, role, name}, .mayHangUp, .expiresAt (Date, browser clock), .active
 //   session.authorize(headers) -> the same headers (Headers or a plain object) with Authorization: Bearer
 //   session.fetch(url, init) -> Response: authorized, refreshed first if about to expire, retried once
-//       after refreshing on a 401. session.request(path, params) -> JSON (a POST form with format=json,
-//       MOR's method; the shape ActiveCallsGraph's `request` has).
+//       after refreshing on a 401. session.request(path, params) -> JSON (the params as a POST form, MOR's
+//       method, to path?format=json; the shape ActiveCallsGraph's `request` has).
 //   session.hangUp(callId, label) -> Promise<{ok, status, body}>: a <dialog> asks "Hang up call N (label)?";
 //       Cancel (or Escape) resolves {ok: false, status: 0, body: null} without a request, "Hang up" sends
 //       DELETE /billing/api/v2/active_calls/{id}. A network failure is {ok: false, status: 0, body: {error}}.
@@ -162,10 +162,11 @@
       return (await this.refresh()) ? send() : resp;
     }
 
-    /** POST `params` as a form (MOR's method; GET is off by default) with format=json → the answer's JSON. */
+    /** POST `params` as a form (MOR's method; GET is off by default) to `path?format=json` (the API reads
+     *  `format` from the query string only) → the answer's JSON. */
     async request(path, params) {
-      const form = new URLSearchParams({ format: "json", ...(params || {}) });
-      const resp = await this.fetch(path, { method: "POST", body: form, cache: "no-store" });
+      const url = /[?&]format=/.test(path) ? path : `${path}${path.includes("?") ? "&" : "?"}format=json`;
+      const resp = await this.fetch(url, { method: "POST", body: new URLSearchParams(params || {}), cache: "no-store" });
       const body = await jsonOrNull(resp);
       if (!resp.ok) throw new Error(errorText(resp, body, "Request failed"));
       return body;
