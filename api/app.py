@@ -19,6 +19,7 @@ from api.clienterrors import install_client_error_limiter
 from api.deps import DEPS_KEY, FIELDS_KEY, JSON_RENDERER_KEY, RENDERER_KEY, ApiDeps
 from api.entities import add_entities_routes
 from api.errors import INTERNAL_ERROR, TOO_LARGE, Envelope, MorError
+from api.history import add_history_routes
 from api.jsonout import JsonRenderer
 from api.responses import error_response
 from api.rows import RowFields
@@ -27,6 +28,7 @@ from api.stream import StreamSettings, add_stream_routes
 from api.totals import active_calls_totals
 from api.ui import add_ui_routes
 from api.v2auth import add_v2_auth_routes
+from api.v2calls import add_v2calls_routes
 from api.v2errors import V2_PREFIX, V2Error, v2_error_response
 from api.xml import RowRenderer
 
@@ -105,8 +107,10 @@ def create_app(deps: ApiDeps, *, routes: Iterable[web.AbstractRouteDef] = (),
         app.router.add_route("*", path, active_calls_totals)
     add_stream_routes(app, stream or StreamSettings())
     add_entities_routes(app)
+    add_history_routes(app)
     add_ui_routes(app)
     add_v2_auth_routes(app)
+    add_v2calls_routes(app)
     app.router.add_routes(list(routes))
     if settings.prerender_interval is not None:
         app.cleanup_ctx.append(background(_prerender, "api-prerender"))

@@ -6,13 +6,14 @@ Separate from ``app`` so handlers can import the keys without importing the app 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from api.auth import Principal
 from api.changes import ChangeHub
+from api.hangup_policy import HangupExecutor, HangupPolicy
 from api.jsonout import JsonRenderer
 from api.rows import RowFields
 from api.settings import ApiSettings
@@ -44,6 +45,15 @@ class ApiDeps:
     # v2 login: username → its local password hash (``collector db set-password``), None without one; it wins
     # over the user's MOR password (``User.password``). Blocking I/O: called in a worker thread.
     passwords: Callable[[str], str | None] = lambda _username: None
+    # concurrency history: (series, start, end) → (bucket, total, answered) of the buckets with data and
+    # bucket_of(start) <= bucket < end, oldest first (the store read off the loop, the open bucket included);
+    # None from it: that series is not recorded (per_user off). None here: active_calls_history answers
+    # "History is not enabled".
+    history: Callable[[str, int, int], Awaitable[Sequence[tuple[int, int, int]] | None]] | None = None
+    # v2 hang-up: who may end which call now (off by default; a reload may change it) and what does it
+    # (None: DELETE answers 403)
+    hangup_policy: Callable[[], HangupPolicy] = HangupPolicy
+    hangups: HangupExecutor | None = None
 
 
 DEPS_KEY = web.AppKey("api_deps", ApiDeps)

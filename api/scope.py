@@ -8,23 +8,20 @@ devices, providers and DIDs a filter may name, so a filter cannot probe what the
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter
 
 from api.auth import Principal, Role
 from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from collector.refdata.model import Device, Did, Provider, User
+from collector.refdata.visibility import OWN_IDS, PARTY_IDS
 
 __all__ = ["PARTY_IDS", "RowPredicate", "Scope"]
 
 RowPredicate = Callable[[LiveCall], bool]
 
-#: A row's (``CallInfo``'s) user ids that can make it visible to a scoped caller: caller, caller's owner,
-#: callee, callee's owner. A reseller sees the row when his id is any of them, a user when it is the
-#: caller or the callee (``_OWN_IDS``); the change hub routes a change by these same ids.
-PartyIds = Callable[[object], tuple[int | None, ...]]
-PARTY_IDS: PartyIds = attrgetter("user_id", "owner_id", "dst_user_id", "dst_owner_id")
-_OWN_IDS: PartyIds = attrgetter("user_id", "dst_user_id")
+# A row's user ids that can make it visible to a scoped caller live in collector.refdata.visibility: a
+# reseller sees the row when his id is any of PARTY_IDS, a user when it is one of OWN_IDS; the change hub
+# routes a change and the history sampler counts a reseller's or a user's series by these same ids.
 
 
 class Scope:
@@ -42,7 +39,7 @@ class Scope:
         me = self._me
         if self.principal.sees_everything:
             return None
-        ids = PARTY_IDS if self.principal.role is Role.RESELLER else _OWN_IDS
+        ids = PARTY_IDS if self.principal.role is Role.RESELLER else OWN_IDS
 
         def sees(row: LiveCall) -> bool:
             return me in ids(row.info)

@@ -31,7 +31,8 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 #: modules that must import without asyncio, aiohttp or sqlite3 coming along
 PURE = ["collector.ami.framing", "collector.tracking.calls", "collector.tracking.tracker",
-        "collector.refdata.model", "collector.refdata.index", "collector.live.enrich", "collector.live.table"]
+        "collector.refdata.model", "collector.refdata.index", "collector.refdata.visibility", "collector.live.enrich",
+        "collector.live.table", "collector.live.history"]
 IO_MODULES = ("asyncio", "aiohttp", "sqlite3")
 
 

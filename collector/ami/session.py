@@ -359,6 +359,24 @@ class AmiSession:
             elif msg.get("Response") == "Error":
                 fut.set_exception(RuntimeError(msg.get("Message", "error")))
 
+    # ------------------------------------------------------------------ actions
+    async def send_action(self, action: dict[str, str], timeout: float) -> dict[str, str]:
+        """One action and its reply (``Response``, ``Message`` …), bounded by ``timeout`` (TimeoutError);
+        ConnectionError at once when not logged in, so nothing is queued for a link that is down."""
+        mgr = self._manager
+        transport = getattr(getattr(mgr, "protocol", None), "transport", None)
+        if mgr is None or transport is None or not self.status.logged_in:
+            raise ConnectionError("not logged in")
+        reply = await asyncio.wait_for(mgr.send_action(dict(action), as_list=False), timeout)
+        return {str(k): str(v) for k, v in dict(reply).items()}
+
+    async def hangup(self, channel: str, timeout: float) -> dict[str, str]:
+        """``Action: Hangup`` for one channel (needs ``write = call`` or ``system``). A name starting with
+        ``/`` would be a regex to Asterisk, one with a line break a second header: refused here."""
+        if not channel or channel.startswith("/") or "\r" in channel or "\n" in channel:
+            raise ValueError(f"not a channel name: {channel!r}")
+        return await self.send_action({"Action": "Hangup", "Channel": channel}, timeout)
+
     # ------------------------------------------------------------------ resync
     def request_resync(self) -> None:
         self._resync_wanted.set()

@@ -23,7 +23,9 @@ from typing import Any
 
 from api.settings import ApiSettings
 from collector.ami.settings import AmiServerSettings, CollectorSettings, Secret
+from collector.live.history import HistorySettings  # [history]
 from collector.refdata.settings import REFDATA_SOURCES, RefdataSettings  # [refdata]
+from collector.service.hangup import HangupSettings  # [hangup]
 
 __all__ = [
     "AmiServerSettings", "CollectorSettings", "ConfigError", "HttpSettings", "Secret", "Settings",
@@ -64,6 +66,8 @@ class Settings:
     servers: tuple[AmiServerSettings, ...] = field(default=())
     http: HttpSettings = field(default_factory=HttpSettings)
     refdata: RefdataSettings = field(default_factory=RefdataSettings)  # [refdata]
+    history: HistorySettings = field(default_factory=HistorySettings)  # [history]
+    hangup: HangupSettings = field(default_factory=HangupSettings)  # [hangup]
 
 
 class _Reader:
@@ -237,7 +241,20 @@ def _parse(parser: configparser.ConfigParser, r: _Reader, base_dir: Path | None)
             ids[srv.server_id] = name
         servers.append(srv)
     return Settings(path=None, collector=collector, api=api, database=db, servers=tuple(servers), http=http,
-                    refdata=_parse_refdata(r))
+                    refdata=_parse_refdata(r), history=_parse_history(r),
+                    hangup=_parse_hangup(r))
+
+
+# ---------------------------------------------------------------------------------------------- [hangup]
+def _parse_hangup(r: _Reader) -> HangupSettings:
+    """``[hangup]``: the v2 DELETE routes; every key read whatever ``enabled`` says (all stay known)."""
+    d = HangupSettings()
+    return HangupSettings(
+        enabled=r.bool("hangup", "enabled", d.enabled),
+        users_may_hang_up=r.bool("hangup", "users_may_hang_up", d.users_may_hang_up),
+        rate_per_server=r.float("hangup", "rate_per_server", d.rate_per_server, 0.01, 10_000.0),
+        confirm_timeout=r.float("hangup", "confirm_timeout", d.confirm_timeout, 0.01, 600.0),
+    )
 
 
 # ------------------------------------------------------------------------------- [server:NAME] TLS
@@ -385,6 +402,15 @@ def _parse_refdata(r: _Reader) -> RefdataSettings:
 # --- end [refdata] ----------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------- [history]
+def _parse_history(r: _Reader) -> HistorySettings:
+    """``[history]``: the concurrency history (README, "Concurrency history")."""
+    d = HistorySettings()
+    return HistorySettings(enabled=r.bool("history", "enabled", d.enabled),
+                           retention_days=r.int("history", "retention_days", d.retention_days, 1, 3650),
+                           per_user=r.bool("history", "per_user", d.per_user))
+
+
 def load_settings(path: Path) -> Settings:
     """Read ``path`` plus ``conf.d/*.ini`` beside it (later files override keys of earlier ones)."""
     if not path.is_file():
@@ -414,4 +440,5 @@ def load_settings(path: Path) -> Settings:
     settings = parse_settings("\n".join(lines), source=str(path), base_dir=path.parent, sources=sources)
     return Settings(path=path, collector=settings.collector, api=settings.api,
                     database=settings.database, servers=settings.servers, http=settings.http,
-                    refdata=settings.refdata)
+                    refdata=settings.refdata, history=settings.history,
+                    hangup=settings.hangup)

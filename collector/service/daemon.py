@@ -30,11 +30,14 @@ from collector.ami.protocol import MessageBatch
 from collector.ami.session import AmiSession
 from collector.live.durable import DurableTable
 from collector.live.enrich import Enricher
+from collector.live.history import HistorySampler
+from collector.live.historydb import HistoryRecorder, HistoryStore
 from collector.live.table import LiveTable
 from collector.refdata.index import RefIndex
 from collector.refdata.local_passwords import LocalPasswords
 from collector.refdata.store import load_refdata, open_db
 from collector.service.config import ConfigError, Settings, load_settings
+from collector.service.hangup import PacedHangups
 from collector.service.jwtkey import KEY_FILE, load_or_create_key
 from collector.service.logsetup import add_secrets, set_level
 from collector.service.loopguard import AcceptErrorFilter
@@ -72,6 +75,7 @@ class Daemon:
     sessions: list[AmiSession] = field(default_factory=list)
     refs: RefIndex | None = None
     tokens: TokenIssuer | None = None  # v2 Bearer tokens; None → the v2 routes answer 401
+    hangups: PacedHangups | None = None  # the v2 DELETE routes' executor (built at start)
     durable: DurableTable | None = None
     started_at: float = field(default_factory=time.time)
     port: int = 0
@@ -91,6 +95,10 @@ class Daemon:
     stale_removed: dict[int, int] = field(default_factory=dict)  # server_id -> calls removed as stale
     _down_since: dict[int, float] = field(default_factory=dict)
     _stale: set[int] = field(default_factory=set)  # servers whose calls are out of the table now
+    # ---- concurrency history ([history]): sampled from the live table's changes, Unix time
+    history: HistoryRecorder | None = None
+    history_clock: Callable[[], float] = time.time  # tests inject one to cross bucket boundaries
+    history_tick: float = 1.0  # s between timer ticks: a closed bucket is stored within about this
 
     # ------------------------------------------------------------------ reference data
     def load_reference(self) -> tuple[RefIndex, Enricher]:
@@ -102,7 +110,10 @@ class Daemon:
     def apply_reference(self, index: RefIndex, enricher: Enricher) -> int:
         self.refs = index
         add_secrets(u.api_secret_key for u in index.data.users)  # never printed, whatever logs them
-        return self.live.set_enricher(enricher.enrich)
+        changed = self.live.set_enricher(enricher.enrich)
+        if self.history is not None:
+            self.history.sampler.set_resellers(_resellers(index), self.live.rows())
+        return changed
 
     def reload(self) -> None:
         """SIGHUP: new reference data (and log level) in, calls and connections untouched. Loading
@@ -124,6 +135,11 @@ class Daemon:
                     set_level(new.collector.log_level)
                     self.log_level = new.collector.log_level
                     log.info("reload log_level=%s", new.collector.log_level)
+                if self.hangups is not None and new.hangup != self.hangups.settings:
+                    self.hangups.reconfigure(new.hangup)  # e.g. hang-up switched off at once
+                    log.info("reload hangup enabled=%s users_may_hang_up=%s rate_per_server=%g confirm_timeout=%g",
+                             new.hangup.enabled, new.hangup.users_may_hang_up, new.hangup.rate_per_server,
+                             new.hangup.confirm_timeout)
                 if self.refsync is not None and new.refdata.mysql:
                     self.refsync.settings = new.refdata
                     add_secrets([str(new.refdata.mysql_password)])
@@ -158,6 +174,10 @@ class Daemon:
         changes = self.tracker.apply_many(server_id, batch)
         if changes:
             self.live.apply(changes)
+
+    def session_for(self, server_id: int) -> AmiSession | None:
+        """The AMI session of a server (hang-ups go there), None when the server is not configured."""
+        return next((x for x in self.sessions if x.server_id == server_id), None)
 
     # ------------------------------------------------------------------ unreachable / unconfigured servers
     def disconnected(self) -> Collection[int]:
@@ -233,15 +253,21 @@ class Daemon:
                      len(restored))
         enabled = [srv for srv in s.servers if srv.enabled]
         self.drop_unconfigured({srv.server_id for srv in enabled})  # after dirty.clear(): activecalls follows
+        if s.history.enabled:
+            self._start_history()
         for i, srv in enumerate(enabled):
             # the session is told what the tracker handles and reads: the AMI layer knows nothing of the tracker
             self.sessions.append(AmiSession(srv, s.collector, self.on_batch, events=TRACKED_EVENTS, keys=TRACKER_KEYS,
                                             stagger=i / max(1, len(enabled))))
         if self.tokens is None:  # tests may preset one
             self.tokens = self.token_issuer()
+        self.hangups = PacedHangups(s.hangup, self.live, self.session_for)
         deps = ApiDeps(rows=self.live.rows, refs=self._refs, settings=s.api, clock=time.time,
                        changes=ChangeHub.following(self.live), disconnected=self.disconnected,
-                       tokens=self.tokens, passwords=LocalPasswords(s.database).get)
+                       tokens=self.tokens, passwords=LocalPasswords(s.database).get,
+                       history=self._history_points if self.history is not None else None,
+                       may_hang_up=self.hangups.may_hang_up, hangup_policy=self.hangups.current_policy,
+                       hangups=self.hangups)
         app = create_app(deps)
         add_ops_routes(app, self, token=str(s.http.status_token) if s.http.status_token else None)
         self.accept_errors = AcceptErrorFilter(asyncio.get_running_loop()).install()
@@ -260,6 +286,8 @@ class Daemon:
         for session in self.sessions:
             await session.start()
         self._tasks.append(asyncio.create_task(self.durable.run(s.collector.flush_interval), name="durable"))
+        if self.history is not None:
+            self._tasks.append(asyncio.create_task(self.history.run(self.history_tick), name="history"))
         interval = Notifier.watchdog_interval()
         if interval and s.collector.watchdog:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
@@ -280,6 +308,23 @@ class Daemon:
         else:
             key = load_or_create_key(self.settings.database.parent / KEY_FILE)
         return TokenIssuer(key, http.jwt_lifetime)
+
+    def _start_history(self) -> None:
+        """The sampler counts the calls already in the table (restored) and then every change."""
+        h = self.settings.history
+        sampler = HistorySampler(self.history_clock, per_user=h.per_user,
+                                 resellers=_resellers(self.refs) if self.refs is not None else ())
+        sampler.seed(self.live.rows())
+        self.live.subscribe(sampler.on_change)
+        self.history = HistoryRecorder(sampler, HistoryStore(self.settings.database),
+                                       retention_days=h.retention_days, clock=self.history_clock)
+
+    async def _history_points(self, series: str, start: int, end: int) -> list[tuple[int, int, int]] | None:
+        """``ApiDeps.history``: None for a user series when ``per_user`` is off (never recorded)."""
+        assert self.history is not None
+        if series.startswith("user:") and not self.settings.history.per_user:
+            return None
+        return await self.history.query(series, start, end)
 
     def _check_nofile(self) -> None:
         """A warning when max_connections cannot be reached before the descriptor limit (EMFILE first)."""
@@ -315,6 +360,14 @@ class Daemon:
             n = self.durable.flush_sync()
             self.durable.close()
             log.info("activecalls flushed rows=%d calls=%d", n, len(self.live))
+        if self.history is not None:
+            try:
+                n = self.history.flush_sync()
+                log.info("active_calls_data flushed rows=%d (open bucket included)", n)
+            except Exception:
+                log.exception("active_calls_data final write failed")
+            self.history.close()
+            self.history.store.close()
         self.notifier.close()
 
     def request_stop(self) -> None:
@@ -385,6 +438,11 @@ class Daemon:
         if self.settings.collector.require_all_servers:
             return (up == len(self.sessions)), f"{up}/{len(self.sessions)} AMI servers connected"
         return (up >= 1), f"{up}/{len(self.sessions)} AMI servers connected"
+
+
+def _resellers(index: RefIndex) -> frozenset[int]:
+    """Users whose role is reseller (``api.auth.Role.of``: exactly usertype ``reseller``)."""
+    return frozenset(u.id for u in index.data.users if u.usertype == "reseller")
 
 
 async def run_daemon(settings: Settings, started: asyncio.Future[Daemon] | None = None) -> int:

@@ -12,7 +12,7 @@ Metrics (prefix ``collector_``): ``active_calls{server,status}``, ``ami_connecte
 ``ready`` (1 when ``/readyz`` is 200), ``reloads_total``, ``build_info{version,ami_decoder}``,
 ``api_requests_total{endpoint,code}``, ``api_request_duration_seconds{endpoint}``,
 ``http_connections``, ``http_connections_refused_total``, ``http_request_timeouts_total``,
-``http_accept_errors_total``.
+``http_accept_errors_total``, ``hangups_total{result}``.
 A 401 carries ``WWW-Authenticate: Bearer``.
 """
 
@@ -32,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import __version__
 from collector.ami.framing import ACCELERATED
+from collector.live.historydb import HistoryRecorder
 from collector.service.refsync import refdata_metrics, refdata_status
 
 #: Which AMI decoder runs: "c" (collector/ami/_fast.c, built at install) or "python" (exact, about half
@@ -127,6 +128,13 @@ class _StateCollector:
                                   value=d.reloads)
         yield from refdata_metrics(getattr(d, "refsync", None))
         yield from _http_metrics(d)
+        hangups = getattr(d, "hangups", None)  # the v2 DELETE routes' executor (collector/service/hangup.py)
+        if hangups is not None:
+            total = CounterMetricFamily(f"{PREFIX}_hangups", "Hang-up requests by result (one per call attempted "
+                                        "or refused)", labels=["result"])
+            for result, n in sorted(hangups.counts.items()):
+                total.add_metric([result], n)
+            yield total
         info = InfoMetricFamily(f"{PREFIX}_build", "Build information")
         info.add_metric([], {"version": __version__, "ami_decoder": AMI_DECODER})
         yield info
@@ -173,6 +181,17 @@ def _authorized(request: web.Request, token: str | None) -> bool:
 
 #: RFC 6750: a 401 names the scheme it wants.
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="collector"'}
+
+
+def history_status(recorder: HistoryRecorder | None) -> dict[str, object] | None:
+    """``/status`` ``history``: None when ``[history] enabled = no``; else what the writer has done and owes."""
+    if recorder is None:
+        return None
+    sampler = recorder.sampler
+    return {"open_bucket": sampler.open_bucket, "pending_rows": recorder.unwritten,
+            "rows_written": recorder.store.rows_written, "rows_pruned": recorder.store.rows_pruned,
+            "write_failures": recorder.write_failures, "dropped_rows": sampler.dropped_rows,
+            "skipped_buckets": sampler.skipped_buckets}
 
 
 def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None = None) -> None:
@@ -241,6 +260,7 @@ def add_ops_routes(app: web.Application, daemon: DaemonView, token: str | None =
             "servers": servers,
             "refdata": refdata_status(getattr(daemon, "refsync", None), getattr(daemon, "refs", None)),  # #15
             "http": http_status(daemon),
+            "history": history_status(getattr(daemon, "history", None)),
         })
 
     async def metrics(request: web.Request) -> web.Response:

@@ -15,7 +15,8 @@ synthetic ``Hangup`` so a looping demo does not pile up ghosts.
 
 Test hooks on :class:`ReplayServer`: ``events_sent``, ``clients_connected``/``clients_logged_in``/``logins_total``,
 ``wait_for(predicate)`` and friends, ``hold()``/``wait_held()``/``release()`` to park the stream at an exact
-event count, ``drop_clients()`` to reset every connection, ``finished``.
+event count, ``drop_clients()`` to reset every connection, ``finished``, ``hangup_log`` (when each Hangup
+action came, to measure a client's pacing).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import dataclasses
 import logging
 import ssl as _ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,8 @@ class ReplayServer:
             raise ValueError("no AMI session in " + ", ".join(map(str, self.paths)))
         self.state = ChannelTable()
         self.killed: set[str] = set()  # uniqueids hung up by an action this pass
+        # (loop time, Channel) of every Hangup action handled, newest last: lets a test measure pacing
+        self.hangup_log: deque[tuple[float, str]] = deque(maxlen=100_000)
         self._decoder = ami_framing.block_decoder()
         self._classes_of: dict[str, frozenset[str]] = {}
         # counters / observable state (read them; wait on them with wait_for)
@@ -195,6 +199,7 @@ class ReplayServer:
     def hangup(self, channel: str) -> bool:
         """``Action: Hangup``: queue Hangup events for the channel and its peers (the caller writes its reply,
         then flushes them); the trace's later events for those channels are dropped. False: no such channel."""
+        self.hangup_log.append((asyncio.get_running_loop().time(), channel))
         targets = self.state.hangup_targets(channel)
         self.killed.update(rec.uniqueid for rec in targets)
         self._send_made_up(self.state.hangup_blocks(self.stamp_time(), targets))
