@@ -19,7 +19,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from collector.service.hangup import HangupSettings
 from collector.tools.timeline import iter_trace_messages
+from collector.tracking.calls import CallStatus
 from tests.browser import Cdp, chromium, chromium_binary
 from tests.conftest import ReplayFactory, scenario_files
 from tests.daemon_helpers import barrier, mor_hash, running_daemon, settings_for
@@ -317,8 +319,9 @@ async def test_session_adds_one_global(tmp_path: Path) -> None:
 
 
 async def test_session_against_the_real_daemon(tmp_path: Path, replay_server: ReplayFactory) -> None:
-    """The real v2 login/refresh and Bearer reads (behind a same-origin proxy), the daemon following a trace
-    held with calls up: the session's read equals a u+hash read, and a 10 s token is renewed before it ends."""
+    """The real v2 login/refresh, Bearer reads and hang-up (behind a same-origin proxy), the daemon following
+    a trace held with calls up: the session's read equals a u+hash read, a 10 s token is renewed before it
+    ends, and a confirmed hang-up ends a live call."""
     from api.passwords import hash_password
     from collector.refdata.local_passwords import LocalPasswords
 
@@ -328,7 +331,7 @@ async def test_session_against_the_real_daemon(tmp_path: Path, replay_server: Re
     replay = await replay_server("concurrent_load", fast=True)
     replay.hold(when=lambda ev: ev.timestamp is not None and ev.timestamp >= t0 + 17)
     settings = settings_for(tmp_path, [replay.port])
-    settings = replace(settings, http=replace(settings.http, jwt_lifetime=10))
+    settings = replace(settings, http=replace(settings.http, jwt_lifetime=10), hangup=HangupSettings(enabled=True))
     LocalPasswords(settings.database).set("admin", hash_password(PASSWORD))
     async with running_daemon(settings) as daemon:
         await replay.wait_held(timeout=30)
@@ -344,7 +347,7 @@ async def test_session_against_the_real_daemon(tmp_path: Path, replay_server: Re
             await type_login(cdp, "admin", PASSWORD)
             await wait_js(cdp, "h.logins === 1")
             who = json.loads(await cdp.eval("JSON.stringify([h.session.user, h.session.mayHangUp])"))
-            assert who[0]["username"] == "admin" and who[0]["role"] == "admin" and isinstance(who[1], bool)
+            assert who[0]["username"] == "admin" and who[0]["role"] == "admin" and who[1] is True
             first = await cdp.eval("h.session.authorize({}).Authorization")
             mine = json.loads(await cdp.eval("h.session.request('/billing/api/active_calls_totals', "
                                              "{group_by: 'provider'}).then(JSON.stringify)"))
@@ -365,4 +368,22 @@ async def test_session_against_the_real_daemon(tmp_path: Path, replay_server: Re
             assert (sent[-1].authorization, sent[-1].status) == (current, 200)
             assert all(first[7:] not in e.path_qs and current[7:] not in e.path_qs for e in sent)
             assert await cdp.eval("localStorage.length + sessionStorage.length + document.cookie.length") == 0
+            # hang-up: Cancel sends nothing; confirmed, the real DELETE ends the call (Asterisk's Hangup replayed)
+            call = next(r for r in daemon.live.rows() if r.call.status is CallStatus.ANSWERED)
+            dialog = "(d => d && d.open && d.querySelector('p').textContent)(document.querySelector('dialog'))"
+            await cdp.eval(f"void (h.p = h.session.hangUp({call.id}, 'answered call'))")
+            assert await wait_js(cdp, dialog) == f"Hang up call {call.id} (answered call)?"
+            await cdp.eval("document.querySelector('dialog [data-action=cancel]').click()")
+            assert json.loads(await cdp.eval("h.p.then(JSON.stringify)")) == {"ok": False, "status": 0, "body": None}
+            assert not [e for e in sent if e.method == "DELETE"]
+            await cdp.eval(f"void (h.p = h.session.hangUp({call.id}, 'answered call'))")
+            await wait_js(cdp, dialog)
+            await cdp.eval("document.querySelector('dialog [data-action=hangup]').click()")
+            result = json.loads(await cdp.eval("h.p.then(JSON.stringify)"))
+            assert (result["ok"], result["status"], result["body"]["status"], result["body"]["hung_up_call"]) == \
+                (True, 200, "hung_up", call.id)
+            [deleted] = [e for e in sent if e.method == "DELETE"]
+            assert deleted.path_qs == f"/billing/api/v2/active_calls/{call.id}"
+            assert deleted.authorization == await cdp.eval("h.session.authorize({}).Authorization")
+            assert all(r.id != call.id for r in daemon.live.rows()), "the call left the table"
         replay.release()
