@@ -166,7 +166,7 @@ async def test_graph_series_equal_the_served_buckets(tmp_path: Path) -> None:
     async with serve(graph_app(fake)) as base, chromium(tmp_path) as cdp:
         st = await open_graph(cdp, base)
         y0, t0, _t1 = local_midnights(st["now"])
-        assert abs(st["now"] - now) < 300, "the graph's notion of now is the browser clock"
+        assert now <= st["now"] <= time.time(), "the graph's notion of now is the (same machine's) browser clock"
         first = fake.requests[0]
         assert int(first["period_start"]) == y0, "one request from yesterday's local midnight"
         assert int(first["period_end"]) >= end
