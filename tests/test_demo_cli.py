@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import re
 import signal
 import time
@@ -74,6 +75,20 @@ async def test_demo_prints_curl_lines_that_work_within_a_minute(tmp_path: Path) 
                 assert resp.status == 200
                 samples = parse_metrics(await resp.text())
             assert any(name == "collector_active_calls" and v >= 1 for (name, _l), v in samples.items())
+
+            # the printed v2 login works, and its token hangs up a call (hang-up is on in the demo)
+            login = re.search(r"curl -s -X POST -u '([^:']+):([^']+)' '([^']+)'", printed)
+            assert login is not None, printed
+            basic = base64.b64encode(f"{login[1]}:{login[2]}".encode()).decode()
+            async with http.post(login[3], headers={"Authorization": f"Basic {basic}"}) as resp:
+                assert resp.status == 200
+                bearer = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+            up = await until(listing, 30, "a call to hang up", interval=0.2)
+            victim = up[0].findtext("id")
+            async with http.delete(f"{base}/billing/api/v2/active_calls/{victim}", headers=bearer) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["hung_up_call"] == int(str(victim))
+            assert victim not in [c.findtext("id") for c in (await post(posts[0])).findall("active_call")]
 
         # Ctrl-C stops it cleanly
         demo.signal(signal.SIGINT)

@@ -143,7 +143,9 @@ async def _demo(args: argparse.Namespace) -> int:
     ami_port = await replay.start()
     ini = (f"[collector]\nreconcile_interval = 60\n\n[api]\nlisten = 127.0.0.1\nport = {args.port}\n\n"
            f"[database]\npath = {db}\n\n[server:demo]\nhost = 127.0.0.1\nport = {ami_port}\n"
-           f"username = demo\nsecret = {ami_secret}\nserver_id = 1\n")
+           f"username = demo\nsecret = {ami_secret}\nserver_id = 1\n\n"
+           # the replay server answers Hangup as Asterisk does, so the page's hang-up button works here
+           "[hangup]\nenabled = yes\n")
     (workdir / "demo.ini").write_text(ini)
     settings = parse_settings(ini, source=str(workdir / "demo.ini"))
     started: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
@@ -182,7 +184,10 @@ def _print_demo_help(daemon: Daemon, port: int, admin_password: str = "") -> Non
         lines += ["  # v2 login as 'admin' (the demo's password, new at every start): a token for",
                   "  # 'Authorization: Bearer <token>' on the lines above instead of u and hash",
                   f"  curl -s -X POST -u 'admin:{admin_password}' "
-                  f"'http://127.0.0.1:{port}/billing/api/v2/authentication/login'"]
+                  f"'http://127.0.0.1:{port}/billing/api/v2/authentication/login'",
+                  "  # hang up the call with id N (hang-up is enabled in the demo; the trace replays on)",
+                  f"  curl -s -X DELETE -H 'Authorization: Bearer <token>' "
+                  f"'http://127.0.0.1:{port}/billing/api/v2/active_calls/N'"]
     lines += [f"  curl -s http://127.0.0.1:{port}/status", f"  curl -s http://127.0.0.1:{port}/metrics",
               "", "Ctrl-C stops it.", ""]
     sys.stderr.write("\n".join(lines) + "\n")
