@@ -1,8 +1,9 @@
 """The Active Calls page: static HTML + JS from ``api/static`` (package data, no build step).
 
-The page holds no secret server-side: it signs requests in the browser (sha1(u + secret) with
-SubtleCrypto) and listens to ``active_calls_stream``, so it needs nothing the API does not already
-offer. Served at ``/`` and ``/ui``; assets under ``/ui/static/``.
+The page holds no secret server-side: it signs requests in the browser (sha1(u + secret), or the v2
+login's token kept in the page's memory) and reads ``active_calls_stream`` with ``fetch()``, so it needs
+nothing the API does not already offer. Served at ``/`` and ``/ui``; assets under ``/ui/static/``
+(docs/api-extensions.md describes the page).
 """
 
 from __future__ import annotations

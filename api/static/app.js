@@ -1,296 +1,378 @@
-// Active Calls page: signs in with u + sha1(u + secret), validates with active_calls_totals, then follows
-// active_calls_stream (EventSource, no polling). Rows are keyed by id; changes only mark ids dirty and one
-// requestAnimationFrame applies them, so thousands of rows and bursts of events stay cheap. Text is only
-// ever set with textContent (caller IDs are attacker-controlled).
+// Active Calls page: signs in (u + API-secret hash, or username + password → v2 token via session.js),
+// follows active_calls_stream through fetch() (sse.js), keeps every row in memory and paints only the
+// visible ones (table.js). Changes only mark ids dirty; one requestAnimationFrame applies them all.
+// Dropdown filters go to the server (they restart the stream); status and search filter in the page,
+// as you type. The view state lives in the URL query (never credentials), so a wall screen can be
+// bookmarked. Text is only ever set with textContent (caller IDs are attacker-controlled).
 "use strict";
 (() => {
   const API = "/billing/api/";
-  const FILTERS = ["s_status", "s_provider", "s_server", "s_country", "s_source", "s_destination", "s_did",
-    "s_user_id"];
+  const { COLUMNS, haystack, two } = window.ActiveCallsColumns;
+  const { EventStream } = window.ActiveCallsSse;
+  const { VirtualTable } = window.ActiveCallsTable;
+  const Panels = window.ActiveCallsPanels;
   const $ = (id) => document.getElementById(id);
+
   const st = {
-    rows: new Map(),   // id → row object (the API's JSON fields)
-    seen: new Map(),   // id → performance.now() when its duration was received
-    trs: new Map(),    // id → <tr>
-    order: [],         // ids in DOM order (ascending, as the API lists them)
+    rows: new Map(),   // id → row (the API's JSON fields, plus page estimates prefixed "_")
     dirty: new Set(),
     full: false,
     frame: 0,
-    es: null,
-    auth: null,
-    lastEventId: null,
-    stats: { events: 0, renders: 0, renderMs: 0 },  // cheap self-measurement (see the browser test)
+    stream: null,
+    auth: null,        // {kind: "key", u, hash} | {kind: "session", session}
+    graph: null,
+    skew: null,        // server clock − page clock, seconds (durations count on the server's clock)
+    conn: "offline",
+    lastData: 0,       // Date.now() of the last byte from the stream
+    stats: { events: 0, snapshots: 0, firstRows: 0 },
   };
 
-  // ------------------------------------------------------------------ hashing
-  const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-
-  async function sha1hex(text) {
-    const data = new TextEncoder().encode(text);
-    if (window.crypto && crypto.subtle) {  // secure contexts only (https, localhost)
-      return hex(new Uint8Array(await crypto.subtle.digest("SHA-1", data)));
-    }
-    return sha1Plain(data);
+  // ------------------------------------------------------------------ auth + requests
+  function authorize(params, headers) {
+    const a = st.auth;
+    if (!a) return;
+    if (a.kind === "key") { params.set("u", a.u); params.set("hash", a.hash); }
+    else a.session.authorize(headers);
   }
 
-  // Fallback for plain-http pages on other hosts, where SubtleCrypto is not exposed.
-  function sha1Plain(bytes) {
-    const len = bytes.length, size = ((len + 9 + 63) >> 6) << 6;
-    const m = new Uint8Array(size);
-    m.set(bytes);
-    m[len] = 0x80;
-    const dv = new DataView(m.buffer);
-    dv.setUint32(size - 4, (len * 8) >>> 0);
-    dv.setUint32(size - 8, Math.floor(len / 0x20000000));
-    let h0 = 0x67452301, h1 = 0xefcdab89, h2 = 0x98badcfe, h3 = 0x10325476, h4 = 0xc3d2e1f0;
-    const w = new Uint32Array(80);
-    for (let off = 0; off < size; off += 64) {
-      for (let i = 0; i < 16; i++) w[i] = dv.getUint32(off + i * 4);
-      for (let i = 16; i < 80; i++) { const x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]; w[i] = (x << 1) | (x >>> 31); }
-      let a = h0, b = h1, c = h2, d = h3, e = h4;
-      for (let i = 0; i < 80; i++) {
-        let f, k;
-        if (i < 20) { f = (b & c) | (~b & d); k = 0x5a827999; }
-        else if (i < 40) { f = b ^ c ^ d; k = 0x6ed9eba1; }
-        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdc; }
-        else { f = b ^ c ^ d; k = 0xca62c1d6; }
-        const t = (((a << 5) | (a >>> 27)) + f + e + k + w[i]) >>> 0;
-        e = d; d = c; c = ((b << 30) | (b >>> 2)) >>> 0; b = a; a = t;
-      }
-      h0 = (h0 + a) >>> 0; h1 = (h1 + b) >>> 0; h2 = (h2 + c) >>> 0; h3 = (h3 + d) >>> 0; h4 = (h4 + e) >>> 0;
-    }
-    return [h0, h1, h2, h3, h4].map((v) => v.toString(16).padStart(8, "0")).join("");
+  // JSON from an API endpoint (POST: credentials never in a URL); `path` relative to /billing/api/ or absolute
+  async function request(path, params) {
+    const body = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) if (v != null && v !== "") body.set(k, v);
+    const headers = {};
+    authorize(body, headers);
+    const url = (path.startsWith("/") ? path : API + path) + "?format=json";
+    const resp = await fetch(url, { method: "POST", body, headers, cache: "no-store" });
+    const doc = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
+    if (!resp.ok && !doc.error) doc.error = `HTTP ${resp.status}`;
+    return doc;
   }
 
-  // ------------------------------------------------------------------ connection
-  function params() {
-    const p = new URLSearchParams({ u: st.auth.u, hash: st.auth.hash });
-    const form = new FormData($("filters"));
-    for (const name of FILTERS) {
-      const v = form.get(name);
-      if (v) p.set(name, v);
-    }
-    return p;
+  // ------------------------------------------------------------------ the table
+  const ctx = () => ({ now: serverNow() });
+  const serverNow = () => Date.now() / 1000 + (st.skew || 0);
+  const table = new VirtualTable({
+    scroller: $("scroller"), table: $("calls"), columns: COLUMNS, rowHeight: rowHeight(), ctx,
+    onRowClick: (r) => showDetails(r),
+    actions: {
+      label: "Hang up",
+      visible: () => mayHangUp(),
+      run: (r, btn) => hangUp(r, btn),
+    },
+  });
+  table.onSortClick = (col) => {
+    const same = table.sort.col === col;
+    table.setSort(col, same ? -table.sort.dir : (col === "time" ? -1 : 1));
+    saveUrl();
+    table.paint();
+  };
+
+  function rowHeight() {
+    return parseFloat(getComputedStyle(document.body).getPropertyValue("--row-h")) || 26;
   }
 
-  function setConn(on, text) {
-    const el = $("conn");
-    el.className = "conn " + (on ? "on" : "off");
-    el.textContent = text;
+  function mayHangUp() { return !!(st.auth && st.auth.kind === "session" && st.auth.session.mayHangUp); }
+
+  // page-side estimates where the JSON extras are missing, kept while the status stays the same so
+  // the row's sort key does not wobble with each update
+  function derive(r, prev, now) {
+    if (r.answer_epoch != null && r.duration != null) {
+      const est = r.answer_epoch + r.duration + 0.5 - Date.now() / 1000;  // duration is whole seconds
+      if (st.skew == null || Math.abs(est - st.skew) > 1.5) st.skew = est;
+    }
+    if (r.start_epoch == null) r._startEst = prev && prev._startEst != null ? prev._startEst : now;
+    if (r.answer_epoch == null && r.duration != null) {
+      r._answerEst = prev && prev.status === r.status && prev._answerEst != null ? prev._answerEst : now - r.duration;
+    }
+    return r;
   }
 
-  function showError(text) { $("error").textContent = text || ""; }
-
-  async function connect() {
-    if (st.es) { st.es.close(); st.es = null; }
-    const p = params();
-    showError("");
-    let doc;
-    try {  // POST is always allowed: it tells us MOR's exact error before we open the stream
-      const r = await fetch(API + "active_calls_totals?format=json", { method: "POST", body: p });
-      doc = await r.json();
-    } catch (err) {
-      showError("API unreachable: " + err);
-      return;
-    }
-    if (doc.error) { showError(doc.error); setConn(false, "offline"); return; }
-    const es = new EventSource(API + "active_calls_stream?" + p.toString());
-    st.es = es;
-    es.onopen = () => setConn(true, "live");
-    es.addEventListener("snapshot", (ev) => {
-      const now = performance.now();
-      st.rows = new Map();
-      st.seen = new Map();
-      for (const r of JSON.parse(ev.data).active_calls) { st.rows.set(r.id, r); st.seen.set(r.id, now); }
+  function onEvent(ev) {
+    if (ev.type === "snapshot") {
+      st.stats.snapshots++;
+      const rows = new Map(), now = Math.floor(serverNow());  // one "now" for the whole list
+      for (const r of JSON.parse(ev.data).active_calls) rows.set(r.id, derive(r, st.rows.get(r.id), now));
+      st.rows = rows;
       st.full = true;
-      st.lastEventId = ev.lastEventId;
-      schedule();
-    });
-    const upsert = (ev) => {
+    } else if (ev.type === "call_added" || ev.type === "call_updated") {
       st.stats.events++;
       const r = JSON.parse(ev.data);
-      st.rows.set(r.id, r);
-      st.seen.set(r.id, performance.now());
+      st.rows.set(r.id, derive(r, st.rows.get(r.id), Math.floor(serverNow())));
       st.dirty.add(r.id);
-      st.lastEventId = ev.lastEventId;
-      schedule();
-    };
-    es.addEventListener("call_added", upsert);
-    es.addEventListener("call_updated", upsert);
-    es.addEventListener("call_removed", (ev) => {
+    } else if (ev.type === "call_removed") {
+      st.stats.events++;
       const r = JSON.parse(ev.data);
       st.rows.delete(r.id);
-      st.seen.delete(r.id);
       st.dirty.add(r.id);
-      st.lastEventId = ev.lastEventId;
-      schedule();
-    });
-    es.addEventListener("error", (ev) => {
-      // our "event: error" (e.g. "too slow": the browser reconnects and resumes by itself) or a
-      // connection failure (EventSource retries unless the server answered with a non-stream page)
-      if (ev.data) showError("stream: " + ev.data);
-      setConn(false, es.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-    });
-  }
-
-  // ------------------------------------------------------------------ rendering
-  function schedule() {
-    if (!st.frame) st.frame = requestAnimationFrame(render);
-  }
-
-  const two = (n) => String(n).padStart(2, "0");
-  function fmtDuration(s) {
-    if (s == null) return "";
-    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-    return h ? `${h}:${two(m)}:${two(sec)}` : `${m}:${two(sec)}`;
-  }
-
-  function durationOf(id, r) {
-    if (r.duration == null) return null;
-    return r.duration + Math.floor((performance.now() - (st.seen.get(id) || performance.now())) / 1000);
-  }
-
-  function makeRow() {
-    const tr = document.createElement("tr");
-    for (const cls of ["id", "status", "dur", "caller", "who", "dest", "prov", "server"]) {
-      const td = document.createElement("td");
-      td.className = cls;
-      tr.appendChild(td);
+    } else if (ev.type === "error" || ev.type === "closed") {
+      showError(`stream: ${ev.data}`);  // the server ends the stream next; we reconnect and resume
+      return;
+    } else {
+      return;
     }
-    return tr;
+    schedule();
+    Panels.changed();
   }
 
-  function fill(tr, r) {
-    const c = tr.cells;
-    const status = r.status || "";
-    tr.className = status.toLowerCase();
-    tr.dataset.id = r.id;
-    tr.dataset.uniqueid = r.uniqueid || "";
-    c[0].textContent = r.id;
-    c[1].textContent = status;
-    c[2].textContent = fmtDuration(durationOf(r.id, r));
-    c[3].textContent = r.src || "";
-    const from = [r.user, r.device_name].filter(Boolean).join(" / ");
-    const to = [r.dst_user, r.dst_device_name].filter(Boolean).join(" / ");
-    c[4].textContent = to ? (from ? `${from} → ${to}` : `→ ${to}`) : from;
-    c[5].textContent = (r.localized_dst || "") + (r.direction_name ? ` (${r.direction_name})` : "");
-    c[5].title = r.destination_name || "";
-    c[6].textContent = r.provider_name || "";
-    c[7].textContent = r.server_id == null ? "" : r.server_id;
-  }
-
-  function position(id) {  // binary search in st.order
-    let lo = 0, hi = st.order.length;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (st.order[mid] < id) lo = mid + 1; else hi = mid; }
-    return lo;
-  }
+  function schedule() { if (!st.frame) st.frame = requestAnimationFrame(render); }
 
   function render() {
-    const t0 = performance.now();
     st.frame = 0;
-    const tbody = $("calls").tBodies[0];
     if (st.full) {
       st.full = false;
       st.dirty.clear();
-      const ids = Array.from(st.rows.keys()).sort((a, b) => a - b);
-      const keep = new Map();
-      const frag = document.createDocumentFragment();
-      for (const id of ids) {
-        const tr = st.trs.get(id) || makeRow();
-        fill(tr, st.rows.get(id));
-        keep.set(id, tr);
-        frag.appendChild(tr);
-      }
-      tbody.replaceChildren(frag);
-      st.trs = keep;
-      st.order = ids;
-    } else {
-      for (const id of st.dirty) {
-        const r = st.rows.get(id);
-        let tr = st.trs.get(id);
-        if (!r) {
-          if (tr) { tr.remove(); st.trs.delete(id); st.order.splice(position(id), 1); }
-          continue;
-        }
-        if (!tr) {
-          tr = makeRow();
-          const at = position(id);
-          const next = st.order[at];
-          st.order.splice(at, 0, id);
-          st.trs.set(id, tr);
-          tbody.insertBefore(tr, next === undefined ? null : st.trs.get(next));
-        }
-        fill(tr, r);
-      }
+      table.replaceAll(st.rows);
+    } else if (st.dirty.size) {
+      table.update(st.dirty);
       st.dirty.clear();
     }
+    table.paint();
     counters();
-    st.stats.renders++;
-    st.stats.renderMs += performance.now() - t0;
+    stamp();
+    if (!st.stats.firstRows && st.rows.size) st.stats.firstRows = performance.now();  // ms since navigation
   }
 
   function counters() {
     let answered = 0;
-    const prov = new Map();
-    for (const r of st.rows.values()) {
-      const ans = r.status === "Answered";
-      if (ans) answered++;
-      const key = r.provider_name || "(none)";
-      let p = prov.get(key);
-      if (!p) prov.set(key, (p = { total: 0, answered: 0 }));
-      p.total++;
-      if (ans) p.answered++;
-    }
+    for (const r of st.rows.values()) if (r.status === "Answered") answered++;
     $("total").textContent = st.rows.size;
     $("answered").textContent = answered;
-    const body = $("providers").tBodies[0];
-    const frag = document.createDocumentFragment();
-    for (const [name, p] of [...prov].sort((a, b) => b[1].total - a[1].total || a[0].localeCompare(b[0]))) {
-      const tr = document.createElement("tr");
-      for (const v of [name, p.total, p.answered]) {
-        const td = document.createElement("td");
-        td.textContent = v;
-        tr.appendChild(td);
-      }
-      frag.appendChild(tr);
+    const shown = table.ids().length;
+    $("shown").textContent = shown === st.rows.size ? "" : `${shown} shown`;
+  }
+
+  // ------------------------------------------------------------------ filters (page side) + URL
+  const statusSel = $("f-status"), search = $("f-search");
+
+  function applyLocalFilter() {
+    const status = statusSel.value, words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    table.setMatch(status || words.length ? (r) => {
+      if (status && (r.status || "").toLowerCase() !== status) return false;
+      const hay = haystack(r);
+      for (const w of words) if (!hay.includes(w)) return false;
+      return true;
+    } : null);
+    table.paint();
+    counters();
+  }
+
+  function saveUrl() {
+    const q = Panels.filterParams();
+    if (statusSel.value) q.set("status", statusSel.value);
+    if (search.value) q.set("q", search.value);
+    if (table.sort.col !== "time" || table.sort.dir !== -1) {
+      q.set("sort", table.sort.col);
+      q.set("dir", table.sort.dir < 0 ? "desc" : "asc");
     }
-    body.replaceChildren(frag);
+    if (Panels.group() !== "server") q.set("group", Panels.group());
+    if (document.body.classList.contains("wall")) q.set("wall", "1");
+    const qs = q.toString();
+    history.replaceState(null, "", location.pathname + (qs ? "?" + qs : "") + location.hash);
+  }
+
+  statusSel.addEventListener("change", () => { applyLocalFilter(); saveUrl(); });
+  search.addEventListener("input", () => { applyLocalFilter(); saveUrl(); });
+
+  // ------------------------------------------------------------------ connection
+  function showError(text) { $("error").textContent = text || ""; }
+
+  function setConn(state, detail) {
+    st.conn = state;
+    const el = $("conn");
+    const text = { connecting: "connecting…", live: "live", down: "disconnected — reconnecting",
+      failed: "disconnected", offline: "offline" }[state] || state;
+    el.className = "conn " + (state === "live" ? "on" : "off");
+    el.dataset.state = state;
+    el.textContent = detail && state !== "live" ? `${text} (${detail})` : text;
+    const banner = $("banner");
+    banner.hidden = state === "live" || state === "offline";
+    banner.textContent = el.textContent;
+    if (state === "failed") showError(detail);
+    if (state === "live") showError("");
+  }
+
+  function connect() {
+    if (st.stream) st.stream.stop();
+    st.stream = null;
+    if (!st.auth) return;
+    const filters = Panels.filterParams();
+    st.stream = new EventStream({
+      url: API + "active_calls_stream?format=json",
+      request: () => {
+        const body = new URLSearchParams(filters);
+        const headers = {};
+        authorize(body, headers);
+        return { body, headers };
+      },
+      retryUnauthorized: st.auth.kind === "session",
+      onEvent,
+      onData: () => { st.lastData = Date.now(); if (!st.frame) stamp(); },
+      onState: setConn,
+    }).start();
+    Panels.refresh();
+  }
+
+  function signedIn(auth, who) {
+    st.auth = auth;
+    document.body.classList.add("signed-in");
+    document.body.classList.toggle("can-hangup", mayHangUp());
+    $("who").textContent = who;
+    if (auth.kind === "session") {
+      auth.session.onexpire = (text) => { signOut(); showError(text || "Session expired: log in again"); };
+    }
+    Panels.load().then(() => { connect(); startGraph(); saveUrl(); });  // the URL's filters are set by then
+  }
+
+  // the history graph follows the server filter where the role has per-server series (admin, accountant);
+  // a reseller's or user's one series is their own, and the API refuses s_server for them: ask without
+  function startGraph() {
+    if (st.graph) st.graph.stop();
+    st.graph = null;
+    if (!window.ActiveCallsGraph || !st.auth) return;
+    const server = Panels.filterParams().get("s_server");
+    let withServer = !!server;
+    const graphRequest = async (path, params) => {
+      if (withServer) {
+        const doc = await request(path, Object.assign({}, params, { s_server: server }));
+        if (!doc.error) return doc;
+        withServer = false;
+      }
+      return request(path, params);
+    };
+    st.graph = window.ActiveCallsGraph.startGraph($("graph"), graphRequest);
+  }
+
+  function signOut() {
+    if (st.stream) st.stream.stop();
+    st.stream = null;
+    if (st.graph) st.graph.stop();
+    st.graph = null;
+    if (st.auth && st.auth.kind === "session") st.auth.session.logout();
+    st.auth = null;
+    st.rows = new Map();
+    st.full = true;
+    schedule();
+    document.body.classList.remove("signed-in", "can-hangup");
+    setConn("offline");
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);  // #u=…&hash=…
+  }
+
+  async function keyLogin(u, secretOrHash) {
+    const hash = /^[0-9a-f]{40}$/.test(secretOrHash) ? secretOrHash : await window.ActiveCallsAuth.sha1hex(u + secretOrHash);
+    st.auth = { kind: "key", u, hash };
+    const doc = await request("active_calls_totals").catch((err) => ({ error: `API unreachable: ${err}` }));
+    if (doc.error) { st.auth = null; showError(doc.error); setConn("failed", doc.error); return; }
+    signedIn(st.auth, u);
+  }
+
+  // ------------------------------------------------------------------ hang-up, details
+  async function hangUp(r, btn) {
+    btn.disabled = true;
+    try {
+      const label = [r.src, r.localized_dst || r.dst].filter(Boolean).join(" → ");
+      const res = await st.auth.session.hangUp(r.id, label);
+      if (res && res.ok) flash(`Call ${r.id} hung up`);
+      else if (res && res.status) flash(`Call ${r.id}: ${(res.body && res.body.error) || "HTTP " + res.status}`, true);
+    } catch (err) {
+      flash(`Call ${r.id}: ${err}`, true);
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  function flash(text, bad) {
+    const el = $("flash");
+    el.textContent = text;
+    el.className = bad ? "flash bad" : "flash";
+    el.hidden = false;
+    clearTimeout(flash.t);
+    flash.t = setTimeout(() => { el.hidden = true; }, 6000);
+  }
+
+  function showDetails(r) {
+    const dl = $("details-list");
+    const frag = document.createDocumentFragment();
+    for (const [k, v] of Object.entries(r)) {
+      if (k.startsWith("_") || v == null || v === "") continue;
+      const dt = document.createElement("dt");
+      dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = String(v);
+      frag.append(dt, dd);
+    }
+    dl.replaceChildren(frag);
+    $("details").hidden = false;
+  }
+  $("details-close").addEventListener("click", () => { $("details").hidden = true; });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") $("details").hidden = true; });
+
+  // ------------------------------------------------------------------ wall mode, clock
+  function setWall(on, fromClick) {
+    document.body.classList.toggle("wall", on);
+    $("wall-toggle").setAttribute("aria-pressed", String(on));
+    table.rowHeight = rowHeight();
+    if (fromClick && document.fullscreenEnabled) {
+      if (on && !document.fullscreenElement) document.documentElement.requestFullscreen().catch(() => {});
+      if (!on && document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    }
+    saveUrl();
+    table.paint();
+  }
+  $("wall-toggle").addEventListener("click", () => setWall(!document.body.classList.contains("wall"), true));
+
+  const hms = (d) => `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  function stamp() {  // when the stream last said anything (data or keepalive)
+    const text = st.lastData ? `updated ${hms(new Date(st.lastData))}` : "";
+    if ($("updated").textContent !== text) $("updated").textContent = text;
   }
 
   function tick() {  // durations move with the clock, not with events
-    for (const [id, tr] of st.trs) {
-      const r = st.rows.get(id);
-      if (r && r.duration != null) tr.cells[2].textContent = fmtDuration(durationOf(id, r));
-    }
+    table.paint();
+    $("clock").textContent = hms(new Date());
+    stamp();
   }
   setInterval(tick, 1000);
+  tick();
 
   // ------------------------------------------------------------------ wiring
-  async function login(u, secretOrHash) {
-    const hash = /^[0-9a-f]{40}$/.test(secretOrHash) ? secretOrHash : await sha1hex(u + secretOrHash);
-    st.auth = { u, hash };
-    await connect();
-  }
-
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    login($("u").value, $("secret").value);
+    keyLogin($("u").value, $("secret").value);
   });
-  $("filters").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    if (st.auth) connect();
+  $("logout").addEventListener("click", signOut);
+  // the browser knows before the socket does: say so now, and try again as soon as there is a network
+  window.addEventListener("offline", () => { if (st.stream) setConn("down", "browser offline"); });
+  window.addEventListener("online", () => { if (st.stream) st.stream.reconnectNow(); });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && st.stream && st.conn === "down") st.stream.reconnectNow();
   });
-
-  // #u=NAME&hash=HEX (or &secret=…) signs in directly; the fragment never reaches the server's logs.
-  const frag = new URLSearchParams(location.hash.slice(1));
-  if (frag.get("u") && (frag.get("hash") || frag.get("secret"))) {
-    $("u").value = frag.get("u");
-    for (const name of FILTERS) {
-      const v = frag.get(name);
-      if (v && $("filters").elements[name]) $("filters").elements[name].value = v;
-    }
-    login(frag.get("u"), frag.get("hash") || frag.get("secret"));
+  Panels.init({ request, onServerFilter: () => { connect(); startGraph(); saveUrl(); }, onGroup: saveUrl });
+  if (window.ActiveCallsSession) {
+    window.ActiveCallsSession.mountLogin($("session-login"), (session) => {
+      const u = session.user || {};
+      signedIn({ kind: "session", session }, u.name || u.username || "");
+    });
+  } else {
+    $("session-login").hidden = true;
   }
 
-  window.activeCalls = st;  // for debugging and the browser test
+  // the view from the URL query: ?wall=1&sort=…&dir=…&status=…&q=…&group=…&s_*=…
+  const query = new URLSearchParams(location.search);
+  const frag = new URLSearchParams(location.hash.slice(1));
+  for (const [k, v] of frag) if (k.startsWith("s_") && !query.has(k)) query.set(k, v);  // old #…&s_*= links
+  if (query.get("status")) statusSel.value = query.get("status");
+  if (query.get("q")) search.value = query.get("q");
+  if (query.get("sort")) table.setSort(query.get("sort"), query.get("dir") === "asc" ? 1 : -1);
+  Panels.restore(query);
+  applyLocalFilter();
+  if (query.get("wall") === "1") setWall(true, false);
+  setConn("offline");
+
+  // #u=NAME&hash=HEX (or &secret=…) signs in directly; the fragment never reaches the server's logs.
+  if (frag.get("u") && (frag.get("hash") || frag.get("secret"))) {
+    $("u").value = frag.get("u");
+    keyLogin(frag.get("u"), frag.get("hash") || frag.get("secret"));
+  }
+
+  window.activeCalls = { st, table, connect, setWall, request };  // for debugging, the tests and the bench
 })();
