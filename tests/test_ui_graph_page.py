@@ -32,7 +32,7 @@ async def test_graph_draws_the_history_endpoint(tmp_path: Path) -> None:
     async with ui_server() as world, chromium(tmp_path) as cdp:
         world.history.extend(points)
         await open_page(cdp, url(world.base, "admin"))
-        state = await poll(cdp, lambda s: s["hour"] != "" and "Now: 40" in s["text"], expression=GRAPH)
+        state = await poll(cdp, lambda s: s["hour"] != "" and "peak: 40" in s["text"], expression=GRAPH)
         drawn = {int(p.split(":")[0]) for p in state["today"].split(",")}
         midnight = time.mktime(time.localtime(time.time())[:3] + (0, 0, 0, 0, 0, -1))
         assert drawn == {t for t, _total, _answered in points if t >= midnight}

@@ -101,7 +101,7 @@
     const err = document.createElement("span");
     err.dataset.role = "graph-error";
     err.setAttribute("role", "status");
-    now.append("Now: ", total, " calls, ", answered, " answered ", at, " ");
+    now.append("Latest 15 s peak: ", total, " calls, ", answered, " answered ", at, " ");
     for (const name of ["today", "yesterday"]) {
       const key = document.createElement("span");
       key.dataset.legend = name;
