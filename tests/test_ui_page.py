@@ -26,7 +26,7 @@ from tests.ui_page import (
     screenshot,
     search_matches,
 )
-from tests.ui_support import many_rows, ui_server
+from tests.ui_support import CuttableRelay, many_rows, ui_server
 
 ADMIN = {"u": "admin", "hash": sha("admin" + SECRETS["admin"])}
 
@@ -262,3 +262,22 @@ async def test_rows_stay_put_while_the_table_changes_around_them(tmp_path: Path)
         await poll(cdp, lambda s: len(s["model"]) == 200 and ["new4", "Ringing"] in s["model"])
         after = await poll(cdp, lambda s: s.get(str(touched), [0, ""])[1] == "555000111", expression=where)
         assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
+
+
+async def test_a_silently_cut_link_is_shown_within_5_s_and_resumed(tmp_path: Path) -> None:
+    """The network between page and daemon dies without a FIN or a reset (a relay that swallows every byte
+    of the stream's connection): the page's watchdog, fed by the server's 2 s keepalives, says so within
+    5 s, and the page reconnects by itself once the network is back, resuming with Last-Event-ID."""
+    chromium_binary()
+    async with ui_server() as world, CuttableRelay(world.port) as relay, chromium(tmp_path) as cdp:
+        await open_page(cdp, page_url(relay.base))
+        await poll(cdp, lambda s: s["conn"] == "live" and len(s["model"]) == 9)
+        assert relay.cut() >= 1, "the page's stream goes through the relay"
+        state = await poll(cdp, lambda s: s["conn"] != "live" and "reconnecting" in s["banner"], timeout=5.0)
+        assert "disconnected" in state["connText"]
+        # while the link is down a call ends; the new connection (the network is back) brings it
+        world.drop(next(iter(world.rows)))
+        want = sorted([r.call.uniqueid, r.call.status.value] for r in world.rows.values())
+        state = await poll(cdp, lambda s: s["conn"] == "live" and sorted(s["model"]) == want, timeout=30.0)
+        assert state["banner"] == ""
+        assert state["snapshots"] == 1, "resumed with Last-Event-ID: the missed change, no new snapshot"

@@ -5,6 +5,7 @@ drives and a history series the test sets (``UiWorld.history``: ``(bucket, total
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from collector.live.table import LiveCall
 from collector.refdata.index import RefIndex
 from tests.api_support import NOW, REFS, ROWS, with_settings
 
-__all__ = ["UiWorld", "many_rows", "ui_server"]
+__all__ = ["CuttableRelay", "UiWorld", "many_rows", "ui_server"]
 
 
 @dataclass
@@ -98,3 +99,78 @@ def many_rows(n: int) -> list[LiveCall]:
         out.append(LiveCall(i, src.call._replace(uniqueid=uid, linkedid=uid, start_time=src.call.start_time - i),
                             src.info))
     return out
+
+
+class CuttableRelay:
+    """A TCP relay in front of a server that can *cut* the link the way a dead network does: ``cut()``
+    makes every stream connection through it (a response that says ``text/event-stream``) go silent —
+    open, no FIN, no reset, nothing forwarded either way — and closes the other ones; connections made
+    afterwards pass again, as a network that comes back."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: list[_Link] = []
+
+    async def __aenter__(self) -> CuttableRelay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for link in self._links:
+            link.close(force=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cut(self) -> int:
+        """Silence the stream links now; returns how many there were."""
+        streams = 0
+        for link in self._links:
+            if link.is_stream:
+                link.silent = True
+                streams += 1
+            else:
+                link.close()
+        self._links = [link for link in self._links if link.is_stream]
+        return streams
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        link = _Link(writer, up_writer)
+        self._links.append(link)
+        pumps = [asyncio.ensure_future(link.pump(reader, up_writer, down=False)),
+                 asyncio.ensure_future(link.pump(up_reader, writer, down=True))]
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)  # one side ended: end the link
+        link.close()
+        if not link.silent and link in self._links:  # a cut one stays, for __aexit__ to close its client side
+            self._links.remove(link)
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
+class _Link:
+    def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
+        self.client, self.upstream = client, upstream
+        self.silent = False
+        self.is_stream = False
+
+    async def pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, down: bool) -> None:
+        while chunk := await src.read(65536):
+            if down and not self.is_stream and b"text/event-stream" in chunk:
+                self.is_stream = True
+            if not self.silent:  # a cut link swallows everything, and says nothing
+                dst.write(chunk)
+                await dst.drain()
+
+    def close(self, force: bool = False) -> None:
+        if force or not self.silent:  # a cut link is left hanging, as a dead network leaves it
+            self.client.close()
+        self.upstream.close()
