@@ -20,14 +20,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from api.auth import Principal, Role
 from api.bearer import bearer_principal
-from api.deps import DEPS_KEY, ApiDeps
+from api.deps import DEPS_KEY, FIELDS_KEY, ApiDeps
 from api.passwords import verify_password
 from api.ratelimit import FailureLimiter
 from api.v2errors import V2_PREFIX, V2Error, v2_response
@@ -163,19 +162,13 @@ def parse_basic(value: str | None) -> tuple[str, str]:
     return username, password
 
 
-def _api_time(deps: ApiDeps, ts: int) -> str:
-    zone = deps.settings.zone()
-    dt = datetime.fromtimestamp(ts, zone) if zone is not None else datetime.fromtimestamp(ts)
-    return dt.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _token_answer(deps: ApiDeps, principal: Principal) -> web.Response:
+def _token_answer(request: web.Request, deps: ApiDeps, principal: Principal) -> web.Response:
     assert deps.tokens is not None
     user = principal.user
     issued = deps.tokens.issue(user.username, user.id)
     body: dict[str, Any] = {
         "token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_at - issued.issued_at,
-        "expires_at": _api_time(deps, issued.expires_at),
+        "expires_at": request.app[FIELDS_KEY].time(issued.expires_at),  # the API's zone, as answer_time
         "user": {"id": user.id, "username": user.username, "role": principal.role.value, "name": user.display_name},
         "may_hang_up": bool(deps.may_hang_up(principal)),
     }
@@ -222,13 +215,13 @@ async def login(request: web.Request) -> web.Response:
     guard.succeeded(username, address, at)
     principal = Principal(Role.of(user.usertype), user)
     log.info("api login ok api_user=%r role=%s peer=%s", username[:64], principal.role.value, address)
-    return _token_answer(deps, principal)
+    return _token_answer(request, deps, principal)
 
 
 async def refresh(request: web.Request) -> web.Response:
     deps = _post_only(request)
     principal = bearer_principal(request)
-    return _token_answer(deps, principal)
+    return _token_answer(request, deps, principal)
 
 
 def add_v2_auth_routes(app: web.Application, guard: LoginGuard | None = None) -> None:
