@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from api.logbudget import LogBudget
+
 __all__ = ["ClientErrorLimiter", "install_client_error_limiter"]
 
 _SERVER_LOGGER = "aiohttp.server"
@@ -25,26 +27,14 @@ _MAX_TEXT = 120
 class ClientErrorLimiter(logging.Filter):
     def __init__(self, limit: int = 10, window: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._start = -float("inf")
-        self._count = 0
-        self._suppressed = 0
+        self.budget = LogBudget("api client errors", limit, window, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, HttpProcessingError):
             return True
-        now = self.clock()
-        summary = ""
-        if now - self._start >= self.window:
-            if self._suppressed:
-                summary = f" (api client errors suppressed={self._suppressed} window={self.window:g}s)"
-            self._start, self._count, self._suppressed = now, 0, 0
-        self._count += 1
-        if self._count > self.limit:
-            self._suppressed += 1
+        summary = self.budget.take()
+        if summary is None:
             return False
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         text = (str(getattr(exc, "message", "")) or type(exc).__name__).strip().splitlines()

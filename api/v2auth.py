@@ -17,9 +17,7 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -27,11 +25,12 @@ from aiohttp import web
 from api.auth import Principal, Role
 from api.bearer import bearer_principal
 from api.deps import DEPS_KEY, FIELDS_KEY, ApiDeps
+from api.logbudget import LogBudget
 from api.passwords import verify_password
 from api.ratelimit import FailureLimiter
 from api.v2errors import V2_PREFIX, V2Error, v2_response
 
-__all__ = ["BUSY", "INVALID_CREDENTIALS", "LOGIN_GUARD_KEY", "LOGIN_PATH", "LogBudget", "LoginGuard",
+__all__ = ["BUSY", "INVALID_CREDENTIALS", "LOGIN_GUARD_KEY", "LOGIN_PATH", "LoginGuard",
            "MALFORMED_CREDENTIALS", "MISSING_CREDENTIALS", "NOT_CONFIGURED", "REFRESH_PATH", "TOO_MANY_FAILURES",
            "add_v2_auth_routes", "parse_basic"]
 
@@ -55,32 +54,6 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class LogBudget:
-    """At most ``limit`` failure lines per ``window`` seconds: a flood of bad logins must not flood the
-    journal. ``take()`` is None for a line to drop, else a suffix (saying how many were dropped before)."""
-
-    limit: int = 20
-    window: float = 10.0
-    clock: Callable[[], float] = time.monotonic
-    _start: float = -float("inf")
-    _count: int = 0
-    _dropped: int = 0
-
-    def take(self) -> str | None:
-        now = self.clock()
-        suffix = ""
-        if now - self._start >= self.window:
-            if self._dropped:
-                suffix = f" (api login lines suppressed={self._dropped} window={self.window:g}s)"
-            self._start, self._count, self._dropped = now, 0, 0
-        self._count += 1
-        if self._count > self.limit:
-            self._dropped += 1
-            return None
-        return suffix
-
-
 class LoginGuard:
     """Per-application login bounds: failure counters (per username, per address) and the scrypt workers.
 
@@ -96,7 +69,7 @@ class LoginGuard:
         self.max_pending = concurrency + queue
         self.pending = 0  # checks queued or running
         self._slots = asyncio.Semaphore(concurrency)
-        self.log_budget = LogBudget()
+        self.log_budget = LogBudget("api login lines")
 
     def retry_after(self, username: str, address: str) -> int | None:
         waits = [w for w in (self.users.retry_after(username[:_MAX_KEY]), self.addresses.retry_after(address))

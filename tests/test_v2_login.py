@@ -13,6 +13,7 @@ from typing import Any
 import jwt
 import pytest
 
+from api.logbudget import LogBudget
 from api.ratelimit import FailureLimiter
 from api.tokens import ISSUER
 from api.v2auth import (
@@ -24,7 +25,6 @@ from api.v2auth import (
     MISSING_CREDENTIALS,
     REFRESH_PATH,
     TOO_MANY_FAILURES,
-    LogBudget,
     LoginGuard,
 )
 from tests.api_support import NOW
@@ -300,7 +300,7 @@ async def test_a_success_takes_back_only_its_own_advance_count(client: Any, worl
 
 def test_failure_lines_are_rate_limited() -> None:
     now = [0.0]
-    budget = LogBudget(limit=3, window=10.0, clock=lambda: now[0])
+    budget = LogBudget("api login lines", limit=3, window=10.0, clock=lambda: now[0])
     assert [budget.take() for _ in range(5)] == ["", "", "", None, None]
     now[0] = 10.0
     assert budget.take() == " (api login lines suppressed=2 window=10s)"
